@@ -1,0 +1,65 @@
+# pyctr: common tasks. Run as root (containers need it).
+#   make            venv + install (editable) into .venv
+#   make demo       quick start 1: install, build ./rootfs, run a container
+#   make test       quick start 2: install test deps, build the test rootfs, run the tests
+
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+ROOTFS ?= rootfs
+PREFIX ?= /usr/local
+SYSTEM_VENV ?= /opt/pyctr
+
+.PHONY: all venv install uninstall rootfs create-rootfs demo test lint bench clean clean-rootfs host-deps
+
+all: venv
+
+host-deps:
+	@command -v apt-get >/dev/null && ! $(PYTHON) -c 'import venv, ensurepip' 2>/dev/null && \
+	  { apt-get update -qq && apt-get install -y -qq python3-venv; } || true
+
+$(PY): pyproject.toml | host-deps
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e '.[dev]'
+	@touch $(PY)
+
+venv: $(PY)
+
+# System-wide: a private venv in $(SYSTEM_VENV) and a link on root's PATH, so that
+# `sudo pyctr-supervise` works without activating anything.
+install: | host-deps
+	$(PYTHON) -m venv $(SYSTEM_VENV)
+	$(SYSTEM_VENV)/bin/python -m pip install -q .
+	ln -sf $(SYSTEM_VENV)/bin/pyctr-supervise $(PREFIX)/bin/pyctr-supervise
+	@echo "installed: $(PREFIX)/bin/pyctr-supervise"
+
+uninstall:
+	rm -f $(PREFIX)/bin/pyctr-supervise
+	rm -rf $(SYSTEM_VENV)
+
+$(ROOTFS)/bin/sh:
+	rootfs-scripts/build-rootfs --from host --force $(ROOTFS)
+
+rootfs create-rootfs: $(ROOTFS)/bin/sh
+
+demo: venv rootfs
+	$(VENV)/bin/pyctr-supervise -h mycontainer $(ROOTFS) /bin/sh -c \
+	  'echo "Hello from container $$(hostname)"; echo "my pid: $$$$"; ls /'
+
+test: venv rootfs
+	$(PY) -m pytest
+
+lint: venv
+	$(VENV)/bin/ruff check supervisor init protocol tests
+	$(VENV)/bin/mypy supervisor init protocol
+
+bench: venv rootfs
+	@for b in bench/*; do [ -x "$$b" ] && [ -f "$$b" ] && { echo "== $$b"; "$$b" --rootfs $(ROOTFS) || exit 1; }; done; true
+
+clean:
+	rm -rf $(VENV) build *.egg-info .pytest_cache .mypy_cache .ruff_cache
+	find . -name __pycache__ -type d -prune -exec rm -rf {} +
+
+clean-rootfs:
+	rm -rf $(ROOTFS)

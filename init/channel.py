@@ -1,0 +1,50 @@
+"""Init's end of the socketpair: blocking send and receive of protocol messages, and the
+log events init sends instead of writing logs itself."""
+
+from __future__ import annotations
+
+import socket
+import time
+
+from pyctr.protocol import MAX_MESSAGE_SIZE, Log, Message, decode, encode
+from pyctr.protocol.codec import HEADER_SIZE
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from pyctr.protocol.codec import Value
+
+
+def utc_timestamp(now: float | None = None) -> str:
+    """RFC 3339 UTC with microseconds, without importing datetime (init start-up matters)."""
+    now = time.time() if now is None else now
+    seconds = int(now)
+    micros = int((now - seconds) * 1_000_000)
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(seconds)) + f".{micros:06d}Z"
+
+
+class Channel:
+    def __init__(self, sock: socket.socket) -> None:
+        self.sock = sock
+
+    def send(self, message: Message) -> None:
+        # SOCK_SEQPACKET: one send is one message, delivered whole or not at all.
+        self.sock.send(encode(message))
+
+    def receive(self) -> Message | None:
+        """The next message, or None when the supervisor has closed its end."""
+        data = self.sock.recv(HEADER_SIZE + MAX_MESSAGE_SIZE + 1)
+        if not data:
+            return None
+        return decode(data)
+
+    def peer_gone(self) -> bool:
+        """True when the supervisor's end is closed (it died), even if messages it sent
+        before dying are still queued for us."""
+        import select  # noqa: PLC0415 - only needed once, at start-up
+
+        poller = select.poll()
+        poller.register(self.sock.fileno(), 0)
+        return any(events & (select.POLLHUP | select.POLLERR) for _, events in poller.poll(0))
+
+    def log(self, level: str, event: str, **fields: Value) -> None:
+        self.send(Log(utc_timestamp(), level, event, fields))

@@ -1,0 +1,208 @@
+"""Why an executable that exists might still not run: its ELF interpreter (the dynamic loader)
+or a shared library it needs is missing from the root filesystem.
+
+execve() reports a missing loader as ENOENT, the same as a missing program, and a missing
+library only shows once the loader prints its complaint and exits 127. Init checks both before
+exec so the user gets one clear line instead. The library search is a close approximation of
+ld.so's: DT_RPATH/DT_RUNPATH (with $ORIGIN), LD_LIBRARY_PATH, /etc/ld.so.conf, the default
+directories, and a last look in /etc/ld.so.cache's string table.
+"""
+
+from __future__ import annotations
+
+import glob
+import os
+import struct
+
+_PT_INTERP = 3
+_PT_DYNAMIC = 2
+_PT_LOAD = 1
+_DT_NEEDED = 1
+_DT_STRTAB = 5
+_DT_RPATH = 15
+_DT_RUNPATH = 29
+
+_DEFAULT_DIRS = (
+    "/lib", "/usr/lib", "/lib64", "/usr/lib64", "/lib32", "/usr/lib32",
+    "/usr/local/lib",
+)
+_MAX_DEPENDENCIES = 256
+
+
+class ElfInfo:
+    __slots__ = ("interpreter", "needed", "search_paths")
+
+    def __init__(self, interpreter: str | None, needed: list[str], search_paths: list[str]):
+        self.interpreter = interpreter
+        self.needed = needed
+        self.search_paths = search_paths
+
+
+def read_elf(path: str) -> ElfInfo | None:
+    """The interpreter, needed libraries and embedded search paths of ``path``; None when it is
+    not an ELF file (a script, say) or cannot be read or parsed."""
+    try:
+        with open(path, "rb") as file:
+            data = file.read(1 << 22)
+    except OSError:
+        return None
+    try:
+        return _parse(data, os.path.dirname(path))
+    except (struct.error, IndexError, ValueError):
+        return None
+
+
+def _parse(data: bytes, origin: str) -> ElfInfo | None:
+    if data[:4] != b"\x7fELF":
+        return None
+    is64 = data[4] == 2
+    endian = "<" if data[5] == 1 else ">"
+    if is64:
+        phoff, = struct.unpack_from(endian + "Q", data, 0x20)
+        phentsize, phnum = struct.unpack_from(endian + "HH", data, 0x36)
+        ph_format, dyn_format = endian + "IIQQQQQQ", endian + "qQ"
+    else:
+        phoff, = struct.unpack_from(endian + "I", data, 0x1C)
+        phentsize, phnum = struct.unpack_from(endian + "HH", data, 0x2A)
+        ph_format, dyn_format = endian + "IIIIIIII", endian + "iI"
+    interpreter = None
+    dynamic: tuple[int, int] | None = None
+    loads: list[tuple[int, int, int]] = []  # (vaddr, offset, filesz)
+    for index in range(phnum):
+        fields = struct.unpack_from(ph_format, data, phoff + index * phentsize)
+        if is64:
+            p_type, _, p_offset, p_vaddr, _, p_filesz = fields[:6]
+        else:
+            p_type, p_offset, p_vaddr, _, p_filesz = fields[:5]
+        if p_type == _PT_INTERP:
+            interpreter = data[p_offset : p_offset + p_filesz].rstrip(b"\0").decode()
+        elif p_type == _PT_DYNAMIC:
+            dynamic = (p_offset, p_filesz)
+        elif p_type == _PT_LOAD:
+            loads.append((p_vaddr, p_offset, p_filesz))
+    if dynamic is None:
+        return ElfInfo(interpreter, [], [])
+    entries: list[tuple[int, int]] = []
+    size = struct.calcsize(dyn_format)
+    for position in range(dynamic[0], dynamic[0] + dynamic[1], size):
+        tag, value = struct.unpack_from(dyn_format, data, position)
+        if tag == 0:
+            break
+        entries.append((tag, value))
+    strtab = next((value for tag, value in entries if tag == _DT_STRTAB), None)
+    if strtab is None:
+        return ElfInfo(interpreter, [], [])
+    strtab_offset = _vaddr_to_offset(strtab, loads)
+
+    def string(offset: int) -> str:
+        start = strtab_offset + offset
+        return data[start : data.index(b"\0", start)].decode()
+
+    needed = [string(value) for tag, value in entries if tag == _DT_NEEDED]
+    paths: list[str] = []
+    for tag, value in entries:
+        if tag in (_DT_RPATH, _DT_RUNPATH):
+            paths += [p.replace("$ORIGIN", origin).replace("${ORIGIN}", origin)
+                      for p in string(value).split(":") if p]
+    return ElfInfo(interpreter, needed, paths)
+
+
+def _vaddr_to_offset(vaddr: int, loads: list[tuple[int, int, int]]) -> int:
+    for start, offset, size in loads:
+        if start <= vaddr < start + size:
+            return vaddr - start + offset
+    raise ValueError("address outside every loaded segment")
+
+
+def library_dirs(env: dict[str, str]) -> list[str]:
+    """Where ld.so would look, in the current root (call it after the root has changed)."""
+    dirs = [d for d in env.get("LD_LIBRARY_PATH", "").split(":") if d]
+    dirs += _ld_so_conf("/etc/ld.so.conf", depth=0)
+    dirs += list(_DEFAULT_DIRS)
+    machine = os.uname().machine
+    dirs += [f"/lib/{machine}-linux-gnu", f"/usr/lib/{machine}-linux-gnu"]
+    return dirs
+
+
+def _ld_so_conf(path: str, depth: int) -> list[str]:
+    if depth > 4:
+        return []
+    try:
+        with open(path) as file:
+            lines = file.read().splitlines()
+    except OSError:
+        return []
+    dirs: list[str] = []
+    for raw in lines:
+        line = raw.split("#", 1)[0].strip()
+        if line.startswith("include "):
+            for included in sorted(glob.glob(line.split(None, 1)[1])):
+                dirs += _ld_so_conf(included, depth + 1)
+        elif line:
+            dirs.append(line)
+    return dirs
+
+
+def missing_pieces(path: str, env: dict[str, str]) -> tuple[str | None, list[str]]:
+    """(missing interpreter or None, missing libraries) for the executable ``path``,
+    following the needed libraries of the libraries found."""
+    info = read_elf(path)
+    if info is None:
+        return None, []
+    if info.interpreter is not None and not os.path.exists(info.interpreter):
+        return info.interpreter, []
+    if not info.needed:
+        return None, []
+    dirs = library_dirs(env)
+    cache: bytes | None = None
+    missing: list[str] = []
+    seen: set[str] = set()
+    queue = [(name, info.search_paths) for name in info.needed]
+    while queue and len(seen) < _MAX_DEPENDENCIES:
+        name, extra = queue.pop()
+        if name in seen:
+            continue
+        seen.add(name)
+        found = _find_library(name, extra + dirs)
+        if found is None:
+            if cache is None:
+                cache = _read_cache()
+            found = _find_in_cache(name, cache)
+            if found is None:
+                missing.append(name)
+                continue
+        sub = read_elf(found)
+        if sub is not None:
+            queue += [(dep, sub.search_paths) for dep in sub.needed]
+    return None, sorted(missing)
+
+
+def _find_library(name: str, dirs: list[str]) -> str | None:
+    if "/" in name:
+        return name if os.path.exists(name) else None
+    for directory in dirs:
+        candidate = f"{directory}/{name}"
+        if os.path.exists(candidate):
+            return candidate
+    return None
+
+
+def _find_in_cache(name: str, cache: bytes) -> str | None:
+    """A path in ld.so.cache's string table that ends in /name and exists in this root."""
+    needle = b"/" + os.fsencode(name) + b"\0"
+    position = cache.find(needle)
+    while position >= 0:
+        start = cache.rfind(b"\0", 0, position) + 1
+        candidate = os.fsdecode(cache[start : position + len(needle) - 1])
+        if candidate.startswith("/") and os.path.exists(candidate):
+            return candidate
+        position = cache.find(needle, position + 1)
+    return None
+
+
+def _read_cache() -> bytes:
+    try:
+        with open("/etc/ld.so.cache", "rb") as file:
+            return file.read()
+    except OSError:
+        return b""

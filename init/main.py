@@ -1,0 +1,190 @@
+"""PID 1 of the container.
+
+``run`` is the whole life of the init, in order: guard against an already-dead supervisor,
+drop inherited descriptors, block every signal (so none is lost and each can be collected with
+sigwaitinfo, which also makes them deliverable to a PID 1), handshake, receive the config,
+enter the remaining namespaces, build the root, start the workload, then relay signals and reap
+zombies until the workload exits. It reports that exit and only then exits itself, because its
+exit makes the kernel kill everything else in the PID namespace.
+
+Init never imports anything after the root has changed (there may be no Python in the
+container): every module it needs is imported at the top of this package.
+"""
+
+from __future__ import annotations
+
+import errno as errno_codes
+import os
+import signal
+
+from pyctr.protocol import (
+    PROTOCOL_VERSION,
+    Config,
+    Hello,
+    ProtocolError,
+    Ready,
+    SetupFailed,
+    WorkloadExited,
+    WorkloadStarted,
+)
+
+from . import elf, workload  # noqa: F401 - elf is used by workload after the root changes
+from .channel import Channel
+from .rootfs import apply_plan, plan_root
+from .syscalls import (
+    CLONE_NEWIPC,
+    CLONE_NEWNET,
+    CLONE_NEWNS,
+    CLONE_NEWUTS,
+    LinuxSyscalls,
+    SyscallError,
+    set_parent_death_signal,
+    set_process_name,
+)
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    import socket
+    from typing import NoReturn
+
+    from .syscalls import Syscalls
+
+EXIT_SETUP_FAILED = 125
+# The namespaces init enters itself; the PID namespace was made by the supervisor's unshare
+# before the fork (a process cannot move itself into a new PID namespace).
+NAMESPACES = (
+    ("mnt", CLONE_NEWNS),
+    ("uts", CLONE_NEWUTS),
+    ("ipc", CLONE_NEWIPC),
+    ("net", CLONE_NEWNET),
+)
+RELAYED_SIGNALS = frozenset(range(1, 32)) - {signal.SIGKILL, signal.SIGSTOP, signal.SIGCHLD}
+WAITED_SIGNALS = RELAYED_SIGNALS | {signal.SIGCHLD}
+
+
+def run(sock: socket.socket) -> NoReturn:
+    """Be the container's init on ``sock``; never returns (the process exits)."""
+    code = EXIT_SETUP_FAILED
+    try:
+        code = _run(Channel(sock))
+    except BaseException as exc:  # noqa: BLE001 - init must report, never unwind into a caller
+        try:
+            Channel(sock).send(SetupFailed(EXIT_SETUP_FAILED, "init.crashed",
+                                           f"init failed unexpectedly: {exc!r}"))
+        except BaseException:  # noqa: BLE001, S110 - the supervisor may be gone; nothing to do
+            pass
+    finally:
+        os._exit(code)
+
+
+def _run(channel: Channel) -> int:
+    set_parent_death_signal(signal.SIGKILL)
+    # The death signal only covers a parent that dies from now on; if the supervisor is already
+    # gone, its end of the socket is closed (its messages may still be queued): stop here.
+    if channel.peer_gone():
+        return EXIT_SETUP_FAILED
+    set_process_name("pyctr-init")
+    keep = channel.sock.fileno()
+    os.closerange(3, keep)
+    os.closerange(keep + 1, 1 << 20)
+    signal.pthread_sigmask(signal.SIG_BLOCK, WAITED_SIGNALS)
+    os.setsid()  # no controlling terminal: the host's Ctrl-C reaches us only via the supervisor
+
+    config = _handshake(channel)
+    if isinstance(config, SetupFailed):
+        channel.send(config)
+        return config.exit_code
+    sys = LinuxSyscalls()
+    try:
+        mounts = build_container(config, sys, channel)
+    except SyscallError as exc:
+        failure = SetupFailed(EXIT_SETUP_FAILED, "setup.failed", explain(exc, config.rootfs))
+        channel.send(failure)
+        return failure.exit_code
+    channel.send(Ready([name for name, _ in NAMESPACES] + ["pid"], mounts))
+
+    try:
+        path = workload.resolve(config.argv[0], config.env, config.rootfs)
+        workload.check_runnable(path, config.env, config.rootfs)
+        channel.log("debug", "workload.exec", path=path, argv=list(config.argv))
+        pid = workload.start(path, config.argv, config.env, config.cwd)
+    except workload.WorkloadError as exc:
+        channel.send(SetupFailed(exc.exit_code, exc.error, exc.message))
+        return exc.exit_code
+    channel.send(WorkloadStarted(pid))
+
+    status = relay_and_reap(pid, channel)
+    if os.WIFSIGNALED(status):
+        channel.send(WorkloadExited(None, os.WTERMSIG(status)))
+        return 128 + os.WTERMSIG(status)
+    channel.send(WorkloadExited(os.WEXITSTATUS(status), None))
+    return os.WEXITSTATUS(status)
+
+
+def _handshake(channel: Channel) -> Config | SetupFailed:
+    try:
+        hello = channel.receive()
+        if not isinstance(hello, Hello):
+            return SetupFailed(EXIT_SETUP_FAILED, "protocol.unexpected",
+                               f"init expected a hello message, got {hello!r}")
+        if hello.version != PROTOCOL_VERSION:
+            return SetupFailed(EXIT_SETUP_FAILED, "protocol.version",
+                               f"supervisor speaks protocol {hello.version}, init speaks "
+                               f"{PROTOCOL_VERSION}; install matching pyctr versions")
+        channel.send(Hello(PROTOCOL_VERSION))
+        config = channel.receive()
+    except ProtocolError as exc:
+        return SetupFailed(EXIT_SETUP_FAILED, "protocol.error", f"bad message from supervisor: {exc}")
+    if not isinstance(config, Config):
+        return SetupFailed(EXIT_SETUP_FAILED, "protocol.unexpected",
+                           f"init expected its config, got {config!r}")
+    return config
+
+
+def build_container(config: Config, sys: Syscalls, channel: Channel) -> list[str]:
+    """Enter the namespaces, set the hostname, bring up lo and build the root filesystem."""
+    flags = 0
+    for _, flag in NAMESPACES:
+        flags |= flag
+    sys.unshare(flags)
+    sys.link_up("lo")
+    sys.sethostname(config.hostname)
+    mounts = apply_plan(plan_root(config.rootfs, chroot=config.chroot), sys)
+    channel.log("debug", "rootfs.ready", mounts=list(mounts),
+                root_change="chroot" if config.chroot else "pivot_root")
+    return mounts
+
+
+def explain(exc: SyscallError, rootfs: str) -> str:
+    """One line for the user: what failed, on which path, and what to do about it."""
+    if exc.operation == "create mount point":
+        return (f"cannot create mount point {exc.path}: {exc.strerror}; create that directory "
+                f"in the rootfs {rootfs} yourself or make the rootfs writable")
+    if exc.operation == "unshare" and exc.errno == errno_codes.EINVAL:
+        return ("the kernel lacks one of the mount, UTS, IPC or network namespaces "
+                "(unshare: Invalid argument); enable CONFIG_*_NS in the kernel")
+    if exc.operation == "unshare":
+        return f"cannot create namespaces ({exc}); run pyctr as root"
+    return f"container setup failed: {exc}; check that {rootfs} is a usable root filesystem"
+
+
+def relay_and_reap(pid: int, channel: Channel) -> int:
+    """Forward every relayed signal to the workload's process group and reap every child,
+    orphans included, until the workload itself exits; return its wait status."""
+    while True:
+        info = signal.sigwaitinfo(WAITED_SIGNALS)
+        if info.si_signo != signal.SIGCHLD:
+            try:
+                os.kill(-pid, info.si_signo)
+            except ProcessLookupError:
+                pass  # the group is already gone; its exit is on its way to us
+            continue
+        while True:
+            try:
+                reaped, status = os.waitpid(-1, os.WNOHANG)
+            except ChildProcessError:
+                break
+            if reaped == 0:
+                break
+            if reaped == pid:
+                return status

@@ -1,0 +1,48 @@
+"""The messages between the pyctr supervisor and the container's init: pure encode/decode,
+no I/O. Both the trio supervisor and the synchronous init speak it."""
+
+from .codec import MAX_MESSAGE_SIZE
+from .errors import (
+    MalformedMessage,
+    OversizedMessage,
+    ProtocolError,
+    TruncatedMessage,
+    UnknownMessage,
+    VersionMismatch,
+)
+from .messages import (
+    MESSAGE_TYPES,
+    PROTOCOL_VERSION,
+    Config,
+    Hello,
+    Log,
+    Message,
+    Ready,
+    SetupFailed,
+    WorkloadExited,
+    WorkloadStarted,
+    decode,
+    encode,
+)
+
+__all__ = [
+    "MAX_MESSAGE_SIZE",
+    "MESSAGE_TYPES",
+    "PROTOCOL_VERSION",
+    "Config",
+    "Hello",
+    "Log",
+    "MalformedMessage",
+    "Message",
+    "OversizedMessage",
+    "ProtocolError",
+    "Ready",
+    "SetupFailed",
+    "TruncatedMessage",
+    "UnknownMessage",
+    "VersionMismatch",
+    "WorkloadExited",
+    "WorkloadStarted",
+    "decode",
+    "encode",
+]

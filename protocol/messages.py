@@ -1,0 +1,211 @@
+"""Every message the supervisor and init exchange, as data.
+
+The conversation, in order:
+
+    supervisor -> init   Hello(version)            handshake; init answers with its own Hello,
+    init -> supervisor   Hello(version)            or SetupFailed if it cannot speak ours
+    supervisor -> init   Config(...)               what to run and how
+    init -> supervisor   Log(...)*                 init's log events, at any point
+    init -> supervisor   Ready(...)                namespaces and root filesystem are set up
+    init -> supervisor   WorkloadStarted(pid)      the command is running (pid inside)
+    init -> supervisor   WorkloadExited(...)       how it ended; init exits right after
+    init -> supervisor   SetupFailed(...)          instead of the above, when setup fails
+
+Messages are plain classes (not dataclasses) because this module sits on the supervisor's
+start-up path and ``dataclasses`` costs more to import than the rest of the protocol.
+"""
+
+from __future__ import annotations
+
+from .codec import decode_value, encode_value, frame, unframe
+from .errors import MalformedMessage, UnknownMessage
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import ClassVar
+
+    from .codec import Value
+
+PROTOCOL_VERSION = 1
+
+
+class Message:
+    """Base of all messages. ``FIELDS`` lists (name, kind) pairs; the kinds are checked on
+    decode: ``int``, ``str``, ``bool``, ``int?`` (int or None), ``[str]`` (list of text),
+    ``{str}`` (text to text), ``{any}`` (text to any encodable value)."""
+
+    __slots__ = ()
+    TYPE: ClassVar[str]
+    FIELDS: ClassVar[tuple[tuple[str, str], ...]]
+
+    def to_value(self) -> dict[str, Value]:
+        return {name: getattr(self, name) for name, _ in self.FIELDS}
+
+    def __eq__(self, other: object) -> bool:
+        return type(other) is type(self) and self.to_value() == other.to_value()  # type: ignore[attr-defined]
+
+    def __hash__(self) -> int:
+        return hash((self.TYPE, repr(self.to_value())))
+
+    def __repr__(self) -> str:
+        args = ", ".join(f"{name}={getattr(self, name)!r}" for name, _ in self.FIELDS)
+        return f"{type(self).__name__}({args})"
+
+
+class Hello(Message):
+    __slots__ = ("version",)
+    TYPE = "hello"
+    FIELDS = (("version", "int"),)
+
+    def __init__(self, version: int = PROTOCOL_VERSION) -> None:
+        self.version = version
+
+
+class Config(Message):
+    """What init must build and run. ``rootfs`` is an absolute host path; ``argv[0]`` is
+    looked up in the container's PATH unless it contains a slash."""
+
+    __slots__ = ("argv", "chroot", "container", "cwd", "env", "hostname", "rootfs")
+    TYPE = "config"
+    FIELDS = (
+        ("container", "str"),
+        ("rootfs", "str"),
+        ("argv", "[str]"),
+        ("env", "{str}"),
+        ("cwd", "str"),
+        ("hostname", "str"),
+        ("chroot", "bool"),
+    )
+
+    def __init__(
+        self,
+        container: str,
+        rootfs: str,
+        argv: list[str],
+        env: dict[str, str],
+        cwd: str,
+        hostname: str,
+        chroot: bool,
+    ) -> None:
+        self.container = container
+        self.rootfs = rootfs
+        self.argv = argv
+        self.env = env
+        self.cwd = cwd
+        self.hostname = hostname
+        self.chroot = chroot
+
+
+class Log(Message):
+    """One log event from init; ``timestamp`` is when init logged it (RFC 3339, UTC)."""
+
+    __slots__ = ("event", "fields", "level", "timestamp")
+    TYPE = "log"
+    FIELDS = (("timestamp", "str"), ("level", "str"), ("event", "str"), ("fields", "{any}"))
+
+    def __init__(self, timestamp: str, level: str, event: str, fields: dict[str, Value]) -> None:
+        self.timestamp = timestamp
+        self.level = level
+        self.event = event
+        self.fields = fields
+
+
+class Ready(Message):
+    """The container exists: namespaces entered, root filesystem built, root changed."""
+
+    __slots__ = ("mounts", "namespaces")
+    TYPE = "ready"
+    FIELDS = (("namespaces", "[str]"), ("mounts", "[str]"))
+
+    def __init__(self, namespaces: list[str], mounts: list[str]) -> None:
+        self.namespaces = namespaces
+        self.mounts = mounts
+
+
+class WorkloadStarted(Message):
+    __slots__ = ("pid",)
+    TYPE = "workload_started"
+    FIELDS = (("pid", "int"),)
+
+    def __init__(self, pid: int) -> None:
+        self.pid = pid
+
+
+class WorkloadExited(Message):
+    """Exactly one of ``code`` (normal exit) and ``signal`` (killed by it) is set."""
+
+    __slots__ = ("code", "signal")
+    TYPE = "workload_exited"
+    FIELDS = (("code", "int?"), ("signal", "int?"))
+
+    def __init__(self, code: int | None, signal: int | None) -> None:
+        self.code = code
+        self.signal = signal
+
+
+class SetupFailed(Message):
+    """Init could not build the container or start the command. ``message`` is the one line
+    shown to the user; ``exit_code`` is 125 (setup), 126 (cannot execute) or 127 (not found)."""
+
+    __slots__ = ("error", "exit_code", "message")
+    TYPE = "setup_failed"
+    FIELDS = (("exit_code", "int"), ("error", "str"), ("message", "str"))
+
+    def __init__(self, exit_code: int, error: str, message: str) -> None:
+        self.exit_code = exit_code
+        self.error = error
+        self.message = message
+
+
+MESSAGE_TYPES: dict[str, type[Message]] = {
+    cls.TYPE: cls
+    for cls in (Hello, Config, Log, Ready, WorkloadStarted, WorkloadExited, SetupFailed)
+}
+
+
+def encode(message: Message) -> bytes:
+    """One complete frame for ``message``."""
+    return frame(encode_value([message.TYPE, message.to_value()]))
+
+
+def decode(data: bytes) -> Message:
+    """Parse one complete frame. Raises only ``ProtocolError`` subclasses."""
+    value = decode_value(unframe(data))
+    if not (
+        isinstance(value, list)
+        and len(value) == 2
+        and isinstance(value[0], str)
+        and isinstance(value[1], dict)
+    ):
+        raise MalformedMessage("payload is not a [type, fields] pair")
+    name, fields = value
+    cls = MESSAGE_TYPES.get(name)
+    if cls is None:
+        raise UnknownMessage(f"unknown message type {name!r}")
+    expected = {field for field, _ in cls.FIELDS}
+    if fields.keys() != expected:
+        missing = sorted(expected - fields.keys())
+        extra = sorted(fields.keys() - expected)
+        raise MalformedMessage(f"{name}: missing fields {missing}, unexpected fields {extra}")
+    for field, kind in cls.FIELDS:
+        if not _has_kind(fields[field], kind):
+            raise MalformedMessage(f"{name}.{field} is not of kind {kind}")
+    return cls(**fields)
+
+
+def _has_kind(value: Value, kind: str) -> bool:
+    if kind == "int":
+        return isinstance(value, int) and not isinstance(value, bool)
+    if kind == "int?":
+        return value is None or (isinstance(value, int) and not isinstance(value, bool))
+    if kind == "str":
+        return isinstance(value, str)
+    if kind == "bool":
+        return isinstance(value, bool)
+    if kind == "[str]":
+        return isinstance(value, list) and all(isinstance(item, str) for item in value)
+    if kind == "{str}":
+        return isinstance(value, dict) and all(isinstance(item, str) for item in value.values())
+    if kind == "{any}":
+        return isinstance(value, dict)
+    raise AssertionError(f"unknown field kind {kind!r}")

@@ -1,0 +1,81 @@
+"""structlog configuration for the CLI, and where its records go.
+
+The library never configures structlog: a program that runs containers keeps its own
+configuration and receives pyctr's events through it. The CLI calls ``configure`` once, in
+``main()``. Records are JSON objects, one per line, with ``timestamp`` (RFC 3339, UTC),
+``level``, ``event`` (a stable dotted name), ``container`` and ``source`` first, or the same
+rendered for a human.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+
+import structlog
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import IO, Any
+
+    from structlog.typing import EventDict, WrappedLogger
+
+from .errors import PyctrError
+
+_LEVEL_NUMBERS = {"debug": 10, "info": 20, "warning": 30, "error": 40, "critical": 50}
+_FIRST_KEYS = ("timestamp", "level", "event", "container", "source")
+
+
+def open_log_file(path: str) -> IO[str]:
+    """Open ``path`` for appending (created 0600). Raises PyctrError with a one-line reason."""
+    directory = os.path.dirname(os.path.abspath(path))
+    if not os.path.isdir(directory):
+        raise PyctrError(f"cannot open log file {path}: directory {directory} does not exist; "
+                         f"create it first", error="log_file.unusable")
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    except OSError as exc:
+        raise PyctrError(f"cannot open log file {path}: {exc.strerror}; choose a writable path",
+                         error="log_file.unusable") from None
+    return os.fdopen(fd, "a", buffering=1, encoding="utf-8", errors="backslashreplace")
+
+
+def _timestamp(_: WrappedLogger, __: str, event_dict: EventDict) -> EventDict:
+    # Keep a timestamp that is already there: init's events carry the moment init logged them.
+    if "timestamp" not in event_dict:
+        now = time.time()
+        seconds = int(now)
+        event_dict["timestamp"] = (time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(seconds))
+                                   + f".{int((now - seconds) * 1e6):06d}Z")
+    return event_dict
+
+
+def _first_keys(_: WrappedLogger, __: str, event_dict: EventDict) -> EventDict:
+    ordered = {key: event_dict.pop(key) for key in _FIRST_KEYS if key in event_dict}
+    ordered.update(event_dict)
+    return ordered
+
+
+def configure(*, log_format: str, level: str, stream: IO[str]) -> None:
+    renderer: Any
+    if log_format == "json":
+        renderer = structlog.processors.JSONRenderer()
+    else:
+        renderer = structlog.dev.ConsoleRenderer(colors=stream.isatty())
+    structlog.configure(
+        processors=[
+            structlog.contextvars.merge_contextvars,
+            structlog.processors.add_log_level,
+            _timestamp,
+            structlog.processors.format_exc_info,
+            _first_keys,
+            renderer,
+        ],
+        wrapper_class=structlog.make_filtering_bound_logger(_LEVEL_NUMBERS[level]),
+        logger_factory=structlog.WriteLoggerFactory(file=stream),
+        cache_logger_on_first_use=True,
+    )
+
+
+def default_format(stream: IO[str]) -> str:
+    return "text" if stream.isatty() else "json"
