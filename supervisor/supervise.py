@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
 import time
 
 import structlog
@@ -116,6 +117,20 @@ class _Supervision:
             except ProtocolError as exc:
                 self.fail("protocol.error", f"bad message from init: {exc}")
                 self.kill("protocol error")
+                return
+
+    def drain_messages(self) -> None:
+        """Handle what the init sent but ``read_messages`` was cancelled before reading."""
+        while True:
+            try:
+                data = self.init.sock.recv(HEADER_SIZE + MAX_MESSAGE_SIZE + 1, socket.MSG_DONTWAIT)
+            except BlockingIOError:
+                return
+            if not data:
+                return
+            try:
+                self.handle(decode(data))
+            except ProtocolError:
                 return
 
     def handle(self, message: object) -> None:
@@ -246,4 +261,6 @@ async def _stop_for_cancellation(state: _Supervision) -> None:
         await trio.lowlevel.wait_readable(state.init.pidfd)
     if waiting.cancelled_caught:
         state.kill("stop timeout expired after cancellation")
+        await trio.lowlevel.wait_readable(state.init.pidfd)
+    state.drain_messages()
     await state.reap()

@@ -273,6 +273,7 @@ def test_host_rootfs_etc_and_dirs(host_rootfs: Path) -> None:
 )
 def test_busybox_rootfs(tmp_path: Path) -> None:
     dest = tmp_path / "bb"
+    dest.mkdir()  # an existing but empty DEST needs no --force
     build_ok("--from", "busybox", str(dest))
     assert (dest / "bin/busybox").is_file() and not (dest / "bin").is_symlink()
     assert os.readlink(dest / "bin/sh") == "/bin/busybox"
@@ -425,10 +426,14 @@ def test_failed_debootstrap_leaves_no_temp_dir(tmp_path: Path) -> None:
 def test_debootstrap_rootfs(tmp_path: Path) -> None:
     _tool("debootstrap")
     dest = tmp_path / "deb"
-    build_ok("--from", "debootstrap", str(dest), timeout=1800)
-    proc = in_chroot(dest, "/bin/sh", "-c", "ls / >/dev/null && hostname >/dev/null && echo ok")
-    assert (proc.returncode, proc.stdout) == (0, "ok\n"), proc.stderr
-    assert (dest / "etc/debian_version").is_file()
-    assert "root:x:0:0:" in (dest / "etc/passwd").read_text()
-    assert "localhost" in (dest / "etc/hosts").read_text()
-    assert leftovers(dest) == []
+    try:
+        build_ok("--from", "debootstrap", str(dest), timeout=1800)
+        proc = in_chroot(dest, "/bin/sh", "-c", "ls / >/dev/null && hostname >/dev/null && echo ok")
+        assert (proc.returncode, proc.stdout) == (0, "ok\n"), proc.stderr
+        assert (dest / "etc/debian_version").is_file()
+        assert "root:x:0:0:" in (dest / "etc/passwd").read_text()
+        assert "localhost" in (dest / "etc/hosts").read_text()
+        assert leftovers(dest) == []
+    finally:
+        # About 200 MB: do not leave it in pytest's kept temp dirs.
+        shutil.rmtree(dest, ignore_errors=True)

@@ -1,0 +1,79 @@
+"""Shared fixtures: a real root filesystem, a way to run the CLI, and a leak check.
+
+The runtime tests run the real thing as root. After every test, ``no_leaks`` checks that no
+mount was added to the host's mount table and that no process started by the test is left:
+the test process is made a child subreaper, so a container init orphaned by a killed
+supervisor is re-parented to us and shows up as our descendant instead of escaping to PID 1.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import os
+import shutil
+import subprocess
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from helpers import REPO, Run, descendants, describe, mount_points, reap_orphans, run_cli
+
+BUILD_ROOTFS = REPO / "rootfs-scripts" / "build-rootfs"
+PR_SET_CHILD_SUBREAPER = 36
+
+requires_root = pytest.mark.skipif(os.geteuid() != 0, reason="needs root (namespaces, mounts)")
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    run_slow = os.environ.get("PYCTR_SLOW_TESTS") == "1"
+    for item in items:
+        if "slow" in item.keywords and not run_slow:
+            item.add_marker(pytest.mark.skip(reason="slow; set PYCTR_SLOW_TESTS=1 to run"))
+
+
+@pytest.fixture(scope="session")
+def rootfs(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A root filesystem built from host binaries, once per session (or $PYCTR_TEST_ROOTFS)."""
+    given = os.environ.get("PYCTR_TEST_ROOTFS")
+    if given:
+        return Path(given).resolve()
+    destination = tmp_path_factory.mktemp("rootfs") / "root"
+    subprocess.run([str(BUILD_ROOTFS), "--quiet", "--from", "host", str(destination)],
+                   check=True)
+    return destination
+
+
+@pytest.fixture(autouse=True)
+def no_leaks(request: pytest.FixtureRequest) -> Iterator[None]:
+    mounts_before = mount_points()
+    yield
+    deadline = time.monotonic() + 5
+    while True:
+        reap_orphans()
+        left = descendants()
+        if not left or time.monotonic() > deadline:
+            break
+        time.sleep(0.02)
+    assert not left, f"processes left behind: {[describe(pid) for pid in left]}"
+    assert mount_points() == mounts_before, "mounts left behind on the host"
+
+
+@pytest.fixture
+def pyctr(rootfs: Path) -> object:
+    """``pyctr(*command, options=[...])`` runs COMMAND in a container on the test rootfs."""
+
+    def run(*command: str, options: tuple[str, ...] = (), **kwargs: object) -> Run:
+        return run_cli(*options, str(rootfs), *command, **kwargs)
+
+    return run
+
+
+def copy_rootfs(source: Path, destination: Path) -> Path:
+    shutil.copytree(source, destination, symlinks=True)
+    return destination

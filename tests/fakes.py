@@ -1,0 +1,55 @@
+"""A recording double of init's syscall layer: the mount plan runs against it without root."""
+
+from __future__ import annotations
+
+
+class RecordingSyscalls:
+    """Records every call as a tuple (name, *arguments); fails the call named in ``fail_on``."""
+
+    def __init__(self, fail_on: tuple[str, str] | None = None) -> None:
+        self.calls: list[tuple[object, ...]] = []
+        self.fail_on = fail_on
+
+    def _record(self, *call: object) -> None:
+        self.calls.append(call)
+        if self.fail_on is not None and call[0] == self.fail_on[0] and self.fail_on[1] in call:
+            from pyctr.init.syscalls import SyscallError
+
+            raise SyscallError(13, str(call[0]), str(self.fail_on[1]))
+
+    def unshare(self, flags: int) -> None:
+        self._record("unshare", flags)
+
+    def mount(self, source: str | None, target: str, fstype: str | None, flags: int,
+              data: str | None) -> None:
+        self._record("mount", source, target, fstype, flags, data)
+
+    def umount2(self, target: str, flags: int) -> None:
+        self._record("umount2", target, flags)
+
+    def pivot_root(self, new_root: str, put_old: str) -> None:
+        self._record("pivot_root", new_root, put_old)
+
+    def chroot(self, path: str) -> None:
+        self._record("chroot", path)
+
+    def chdir(self, path: str) -> None:
+        self._record("chdir", path)
+
+    def mkdir(self, path: str, mode: int) -> None:
+        self._record("mkdir", path, mode)
+
+    def mknod(self, path: str, mode: int, major: int, minor: int) -> None:
+        self._record("mknod", path, mode, major, minor)
+
+    def symlink(self, target: str, path: str) -> None:
+        self._record("symlink", target, path)
+
+    def sethostname(self, name: str) -> None:
+        self._record("sethostname", name)
+
+    def link_up(self, interface: str) -> None:
+        self._record("link_up", interface)
+
+    def names(self) -> list[object]:
+        return [call[0] for call in self.calls]

@@ -1,0 +1,78 @@
+"""What the init does as PID 1: reaps every zombie, orphans included, and lets no host file
+descriptor into the container."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+from pathlib import Path
+
+from conftest import requires_root
+from helpers import CLI, Run
+
+pytestmark = requires_root
+
+LIST_STATES = 'for f in /proc/[0-9]*/stat; do read -r line < "$f" && echo "$line"; done'
+
+
+def states(stdout: str) -> dict[int, str]:
+    found = {}
+    for line in stdout.splitlines():
+        if ") " in line:
+            pid = int(line.split(" ", 1)[0])
+            found[pid] = line.rsplit(") ", 1)[1].split()[0]
+    return found
+
+
+def test_orphans_are_reparented_to_init_and_reaped(pyctr) -> None:
+    # The inner shell exits at once, orphaning three sleeps; they end while the workload
+    # still runs, so only the init can reap them.
+    script = f'sh -c "sleep 0.1 & sleep 0.1 & sleep 0.1 &"; sleep 0.8; {LIST_STATES}'
+    run = pyctr("/bin/sh", "-c", script)
+    assert run.returncode == 0, run.stderr
+    seen = states(run.stdout)
+    assert 1 in seen and 2 in seen
+    assert "Z" not in seen.values(), f"zombies left unreaped: {seen}"
+
+
+def test_orphans_running_while_listed_belong_to_init(pyctr) -> None:
+    script = 'sh -c "sleep 5 &"; sleep 0.3; for f in /proc/[0-9]*/stat; do cat "$f"; echo; done'
+    run = pyctr("/bin/sh", "-c", script)
+    parents = {}
+    for line in run.stdout.splitlines():
+        if ") " in line:
+            fields = line.rsplit(") ", 1)[1].split()
+            parents[line.split(" (")[0] + line.split(" (")[1].split(")")[0]] = fields[1]
+    sleeps = {key: parent for key, parent in parents.items() if key.endswith("sleep")}
+    assert "1" in sleeps.values(), f"the orphaned sleep was not adopted by init: {parents}"
+
+
+def test_inheritable_host_descriptor_does_not_reach_the_container(rootfs: Path,
+                                                                   tmp_path: Path) -> None:
+    secret = tmp_path / "host-secret"
+    secret.write_text("do not leak")
+    fd = os.open(secret, os.O_RDONLY)
+    try:
+        os.set_inheritable(fd, True)
+        completed = subprocess.run(
+            [CLI, str(rootfs), "/bin/sh", "-c", "ls -l /proc/$$/fd"],
+            pass_fds=(fd,), capture_output=True, text=True, timeout=30)
+    finally:
+        os.close(fd)
+    run = Run(completed)
+    assert run.returncode == 0, run.stderr
+    assert "host-secret" not in run.stdout
+    # `ls -l` lines end in "FD -> TARGET"; the shell's own are 0, 1 and 2.
+    fds = {line.split(" -> ")[0].split()[-1] for line in run.stdout.splitlines() if " -> " in line}
+    assert fds == {"0", "1", "2"}, f"unexpected descriptors in the workload: {run.stdout}"
+
+
+def test_init_keeps_no_descriptor_but_its_socket_and_stdio(rootfs: Path) -> None:
+    # (after a pause: init closes its exec-status pipe just after the workload has exec'd)
+    completed = subprocess.run([CLI, str(rootfs), "/bin/sh", "-c", "sleep 0.2; ls -l /proc/1/fd"],
+                               capture_output=True, text=True, timeout=30)
+    assert completed.returncode == 0, completed.stderr
+    targets = {line.split(" -> ")[0].split()[-1]: line.split(" -> ")[1]
+               for line in completed.stdout.splitlines() if " -> " in line}
+    extra = {fd: target for fd, target in targets.items() if fd not in ("0", "1", "2")}
+    assert len(extra) == 1 and next(iter(extra.values())).startswith("socket:"), targets

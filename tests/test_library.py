@@ -1,0 +1,102 @@
+"""The trio API: ``await run(config)`` from a trio program, concurrency, cancellation, and
+events through the caller's structlog configuration."""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+from pathlib import Path
+
+import pytest
+import structlog
+import trio
+from conftest import requires_root
+
+from pyctr.supervisor import ContainerConfig, ContainerFailed, PyctrError, run
+
+pytestmark = requires_root
+
+
+async def test_run_returns_the_result(rootfs: Path) -> None:
+    result = await run(ContainerConfig(rootfs, ["/bin/sh", "-c", "exit 3"], name="lib-1"))
+    assert result.exit_code == result.returncode == 3
+    assert result.container == "lib-1"
+    assert result.started and result.pid == 2
+    assert result.error is None and result.signal is None
+    assert result.duration > 0 and result.cpu_seconds >= 0 and result.max_rss_kib > 0
+
+
+async def test_setup_failure_is_kept_apart_from_the_exit_code(rootfs: Path) -> None:
+    result = await run(ContainerConfig(rootfs, ["no-such-program"]))
+    assert result.exit_code == 127
+    assert result.error == "command.not_found"
+    assert result.message and "no-such-program" in result.message
+    assert not result.started
+
+
+async def test_check_raises(rootfs: Path) -> None:
+    with pytest.raises(ContainerFailed) as caught:
+        await run(ContainerConfig(rootfs, ["/bin/false"]), check=True)
+    assert caught.value.result.exit_code == 1
+
+
+async def test_host_problems_raise(tmp_path: Path) -> None:
+    with pytest.raises(PyctrError, match="does not exist"):
+        await run(ContainerConfig(tmp_path / "missing", ["/bin/true"]))
+
+
+async def test_containers_run_concurrently(rootfs: Path) -> None:
+    results = {}
+
+    async def one(index: int) -> None:
+        config = ContainerConfig(rootfs, ["/bin/sh", "-c", f"sleep 0.5; exit {index}"])
+        results[index] = await run(config)
+
+    began = time.monotonic()
+    async with trio.open_nursery() as nursery:
+        for index in range(4):
+            nursery.start_soon(one, index)
+    assert {index: result.exit_code for index, result in results.items()} == {
+        0: 0, 1: 1, 2: 2, 3: 3}
+    assert time.monotonic() - began < 0.5 * 4, "containers ran one after another"
+
+
+async def test_cancellation_stops_the_container(rootfs: Path) -> None:
+    config = ContainerConfig(rootfs, ["/bin/sleep", "60"], stop_timeout=5)
+    init_pid = None
+    began = time.monotonic()
+    with trio.move_on_after(0.5) as scope:
+        async with trio.open_nursery() as nursery:
+            init_pid = await nursery.start(run, config)
+    assert scope.cancelled_caught
+    assert init_pid is not None
+    assert time.monotonic() - began < 5, "SIGTERM should have stopped sleep at once"
+    assert not os.path.exists(f"/proc/{init_pid}")
+
+
+async def test_cancellation_escalates_to_sigkill(rootfs: Path) -> None:
+    script = 'trap "" TERM; while :; do sleep 0.05; done'
+    config = ContainerConfig(rootfs, ["/bin/sh", "-c", script], stop_timeout=0.3)
+    with structlog.testing.capture_logs() as logs, trio.move_on_after(0.5):
+        await run(config)
+    killed = [entry for entry in logs if entry["event"] == "container.killed"]
+    assert killed and "stop timeout" in killed[0]["reason"]
+
+
+async def test_events_go_through_the_callers_structlog(rootfs: Path) -> None:
+    with structlog.testing.capture_logs() as logs:
+        await run(ContainerConfig(rootfs, ["/bin/true"], name="events"))
+    events = [entry["event"] for entry in logs if entry.get("source") == "supervisor"]
+    assert events == ["container.created", "container.ready", "workload.started",
+                      "workload.exited", "container.cleanup_done"]
+    assert all(entry["container"] == "events" for entry in logs)
+
+
+async def test_stop_signal_is_configurable(rootfs: Path) -> None:
+    script = 'trap "exit 42" USR1; trap "" TERM; while :; do sleep 0.05; done'
+    config = ContainerConfig(rootfs, ["/bin/sh", "-c", script], stop_signal=signal.SIGUSR1)
+    with structlog.testing.capture_logs() as logs, trio.move_on_after(0.5):
+        await run(config)
+    exited = [entry for entry in logs if entry["event"] == "workload.exited"]
+    assert exited and exited[0]["exit_code"] == 42

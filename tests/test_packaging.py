@@ -1,0 +1,64 @@
+"""pyctr installs under its own namespace: next to PyPI's ``supervisor`` (supervisord) in one
+environment, both import and both command lines work."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from helpers import REPO
+
+
+@pytest.fixture(scope="module")
+def shared_venv(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    venv = tmp_path_factory.mktemp("pkg") / "venv"
+    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
+    pip = [str(venv / "bin" / "python"), "-m", "pip", "install", "-q"]
+    # supervisord first, then pyctr over it: pyctr must not replace any of its files.
+    subprocess.run([*pip, "supervisor"], check=True)
+    subprocess.run([*pip, str(REPO)], check=True)
+    return venv
+
+
+def test_pyctr_files_all_live_under_pyctr(shared_venv: Path) -> None:
+    listing = subprocess.run([str(shared_venv / "bin" / "python"), "-m", "pip", "show", "-f",
+                              "pyctr"], capture_output=True, text=True, check=True).stdout
+    files = [line.strip() for line in listing.split("Files:", 1)[1].splitlines() if line.strip()]
+    top = {path.split("/", 1)[0] for path in files}
+    assert top <= {"pyctr", "pyctr-0.1.0.dist-info", "..", "__editable__.pyctr-0.1.0.pth"}, top
+    assert "pyctr" in top
+
+
+def test_both_import_side_by_side(shared_venv: Path) -> None:
+    code = (
+        "import supervisor, supervisor.supervisord, supervisor.options\n"
+        "import pyctr.supervisor, pyctr.init, pyctr.protocol\n"
+        "assert 'site-packages/supervisor' in supervisor.__file__, supervisor.__file__\n"
+        "assert hasattr(supervisor.supervisord, 'Supervisor')\n"
+        "assert hasattr(pyctr.supervisor, 'ContainerConfig')\n"
+        "print('ok')\n"
+    )
+    # Not from the repository root: there, `python -c` puts the checkout's own supervisor/
+    # folder first on sys.path, which shadows any installed `supervisor` package.
+    out = subprocess.run([str(shared_venv / "bin" / "python"), "-c", code],
+                         capture_output=True, text=True, cwd=shared_venv)
+    assert out.stdout == "ok\n", out.stderr
+
+
+def test_both_command_lines_work(shared_venv: Path) -> None:
+    ours = subprocess.run([str(shared_venv / "bin" / "pyctr-supervise"), "--version"],
+                          capture_output=True, text=True)
+    assert ours.returncode == 0 and ours.stdout.startswith("pyctr-supervise")
+    theirs = subprocess.run([str(shared_venv / "bin" / "supervisord"), "--version"],
+                            capture_output=True, text=True)
+    assert theirs.returncode == 0 and theirs.stdout.strip()[0].isdigit()
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="containers are Linux-only")
+def test_installed_copy_runs_a_container(shared_venv: Path, rootfs: Path) -> None:
+    out = subprocess.run([str(shared_venv / "bin" / "pyctr-supervise"), "--log-level", "error",
+                          str(rootfs), "/bin/echo", "from-installed-copy"],
+                         capture_output=True, text=True, timeout=60)
+    assert (out.returncode, out.stdout) == (0, "from-installed-copy\n"), out.stderr

@@ -1,0 +1,134 @@
+"""Signals sent to the supervisor reach the workload; stop requests escalate to SIGKILL;
+a killed supervisor takes its container with it."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+from conftest import requires_root
+from helpers import CLI, Run, descendants
+
+pytestmark = requires_root
+
+FORWARDED = [signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT, signal.SIGUSR1,
+             signal.SIGUSR2, signal.SIGWINCH, signal.SIGCONT]
+
+
+def start(rootfs: Path, script: str, *options: str) -> subprocess.Popen[str]:
+    return subprocess.Popen([CLI, *options, str(rootfs), "/bin/sh", "-c", script],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def wait_for_line(process: subprocess.Popen[str], expected: str) -> None:
+    assert process.stdout is not None
+    line = process.stdout.readline()
+    assert line == expected + "\n", f"expected {expected!r}, got {line!r}"
+
+
+def finish(process: subprocess.Popen[str], timeout: float = 20) -> Run:
+    stdout, stderr = process.communicate(timeout=timeout)
+    return Run(subprocess.CompletedProcess(process.args, process.returncode, stdout, stderr))
+
+
+@pytest.mark.parametrize("signum", FORWARDED, ids=lambda s: signal.Signals(s).name)
+def test_signal_reaches_the_workload(rootfs: Path, signum: int) -> None:
+    name = signal.Signals(signum).name.removeprefix("SIG")
+    script = (f'trap "echo got {name}; exit 7" {name}; echo ready; '
+              "while :; do sleep 0.02; done")
+    with start(rootfs, script) as process:
+        wait_for_line(process, "ready")
+        process.send_signal(signum)
+        stdout_rest = finish(process)
+    assert stdout_rest.stdout == f"got {name}\n"
+    assert stdout_rest.returncode == 7
+    forwarded = stdout_rest.record("signal.forwarded")
+    assert forwarded["signal"] == signal.Signals(signum).name
+    assert forwarded["delivered"] is True
+
+
+def test_unhandled_sigterm_kills_the_workload_143(rootfs: Path) -> None:
+    with start(rootfs, "echo ready; exec sleep 30") as process:
+        wait_for_line(process, "ready")
+        began = time.monotonic()
+        process.send_signal(signal.SIGTERM)
+        run = finish(process)
+    assert run.returncode == 128 + signal.SIGTERM
+    assert time.monotonic() - began < 5
+    assert run.record("workload.exited")["signal"] == "SIGTERM"
+
+
+def test_signals_reach_the_whole_process_group(rootfs: Path) -> None:
+    # A pipeline: both sides must stop, not just the shell.
+    with start(rootfs, "echo ready; sleep 30 | sleep 30; echo survived") as process:
+        wait_for_line(process, "ready")
+        process.send_signal(signal.SIGINT)
+        run = finish(process)
+    assert "survived" not in run.stdout
+
+
+def test_stop_timeout_escalates_to_sigkill(rootfs: Path) -> None:
+    script = 'trap "" TERM INT; echo ready; while :; do sleep 0.05; done'
+    with start(rootfs, script, "--stop-timeout", "0.5") as process:
+        wait_for_line(process, "ready")
+        began = time.monotonic()
+        process.send_signal(signal.SIGTERM)
+        run = finish(process)
+    elapsed = time.monotonic() - began
+    assert run.returncode == 128 + signal.SIGKILL
+    assert 0.4 < elapsed < 10
+    assert "stop timeout" in str(run.record("container.killed")["reason"])
+
+
+def test_second_interrupt_kills_at_once(rootfs: Path) -> None:
+    script = 'trap "" TERM INT; echo ready; while :; do sleep 0.05; done'
+    with start(rootfs, script, "--stop-timeout", "60") as process:
+        wait_for_line(process, "ready")
+        process.send_signal(signal.SIGINT)
+        time.sleep(0.3)
+        began = time.monotonic()
+        process.send_signal(signal.SIGINT)
+        run = finish(process)
+    assert run.returncode == 128 + signal.SIGKILL
+    assert time.monotonic() - began < 5
+    assert "second stop request" in str(run.record("container.killed")["reason"])
+
+
+def container_pids(supervisor: int) -> set[int]:
+    return descendants(supervisor)
+
+
+def test_sigkill_of_the_supervisor_leaves_nothing_behind(rootfs: Path) -> None:
+    with start(rootfs, "sleep 60 & echo ready; sleep 60") as process:
+        wait_for_line(process, "ready")
+        deadline = time.monotonic() + 5
+        while len(inside := container_pids(process.pid)) < 4 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert len(inside) == 4, "init, the shell and its two sleeps"
+        process.kill()
+        process.wait(timeout=10)
+        deadline = time.monotonic() + 5
+        while time.monotonic() < deadline and any(os.path.exists(f"/proc/{pid}") and
+                                                  _alive(pid) for pid in inside):
+            time.sleep(0.02)
+        assert not [pid for pid in inside if _alive(pid)], "container outlived its supervisor"
+        process.communicate()
+
+
+def _alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as file:
+            return file.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+def test_workload_sees_default_signal_dispositions(pyctr) -> None:
+    run = pyctr("/bin/sh", "-c", "grep -E '^Sig(Blk|Ign)' /proc/self/status")
+    fields = dict(line.split(":\t") for line in run.stdout.splitlines())
+    assert int(fields["SigBlk"], 16) == 0, "the workload inherited a blocked signal mask"
+    assert int(fields["SigIgn"], 16) == 0, "the workload inherited ignored signals (SIGPIPE?)"
