@@ -48,11 +48,15 @@ demo: venv rootfs
 	  'echo "Hello from container $$(hostname)"; echo "my pid: $$$$"; ls /'
 
 test: venv rootfs
-	$(PY) -m pytest
+	PYCTR_TEST_ROOTFS=$(abspath $(ROOTFS)) $(PY) -m pytest
 
+# mypy cannot see through the editable install's package mapping, so it checks the folders
+# through a pyctr/ tree of symlinks that mirrors the installed layout.
 lint: venv
 	$(VENV)/bin/ruff check supervisor init protocol tests
-	$(VENV)/bin/mypy supervisor init protocol
+	mkdir -p build/typecheck/pyctr
+	for p in supervisor init protocol; do ln -sfn ../../../$$p build/typecheck/pyctr/$$p; done
+	MYPYPATH=build/typecheck $(VENV)/bin/mypy -p pyctr.protocol -p pyctr.init -p pyctr.supervisor
 
 bench: venv rootfs
 	@for b in bench/*; do [ -x "$$b" ] && [ -f "$$b" ] && { echo "== $$b"; "$$b" --rootfs $(ROOTFS) || exit 1; }; done; true

@@ -40,7 +40,7 @@ class Channel:
     def peer_gone(self) -> bool:
         """True when the supervisor's end is closed (it died), even if messages it sent
         before dying are still queued for us."""
-        import select  # noqa: PLC0415 - only needed once, at start-up
+        import select
 
         poller = select.poll()
         poller.register(self.sock.fileno(), 0)

@@ -67,11 +67,11 @@ def run(sock: socket.socket) -> NoReturn:
     code = EXIT_SETUP_FAILED
     try:
         code = _run(Channel(sock))
-    except BaseException as exc:  # noqa: BLE001 - init must report, never unwind into a caller
+    except BaseException as exc:
         try:
             Channel(sock).send(SetupFailed(EXIT_SETUP_FAILED, "init.crashed",
                                            f"init failed unexpectedly: {exc!r}"))
-        except BaseException:  # noqa: BLE001, S110 - the supervisor may be gone; nothing to do
+        except BaseException:
             pass
     finally:
         os._exit(code)
@@ -134,7 +134,8 @@ def _handshake(channel: Channel) -> Config | SetupFailed:
         channel.send(Hello(PROTOCOL_VERSION))
         config = channel.receive()
     except ProtocolError as exc:
-        return SetupFailed(EXIT_SETUP_FAILED, "protocol.error", f"bad message from supervisor: {exc}")
+        return SetupFailed(EXIT_SETUP_FAILED, "protocol.error",
+                           f"bad message from supervisor: {exc}")
     if not isinstance(config, Config):
         return SetupFailed(EXIT_SETUP_FAILED, "protocol.unexpected",
                            f"init expected its config, got {config!r}")

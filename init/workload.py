@@ -19,7 +19,8 @@ from . import elf
 
 EXIT_CANNOT_EXECUTE = 126
 EXIT_NOT_FOUND = 127
-REBUILD_HINT = "rebuild it with rootfs-scripts/build-rootfs, which copies the loader and every library ldd names"
+REBUILD_HINT = ("rebuild it with rootfs-scripts/build-rootfs, which copies the loader and "
+                "every library ldd names")
 
 
 class WorkloadError(Exception):
@@ -146,7 +147,8 @@ def start(path: str, argv: list[str], env: dict[str, str], cwd: str) -> int:
     if step == 1:
         raise WorkloadError(
             125, "workdir.unusable",
-            f"cannot change to working directory {cwd}: {os.strerror(err)}; create it in the rootfs",
+            f"cannot change to working directory {cwd}: {os.strerror(err)}; "
+            "create it in the rootfs",
         )
     code = EXIT_NOT_FOUND if err == errno_codes.ENOENT else EXIT_CANNOT_EXECUTE
     raise WorkloadError(code, "command.exec_failed", f"exec {path}: {os.strerror(err)}")

@@ -31,7 +31,7 @@ TYPE_CHECKING = False
 if TYPE_CHECKING:
     from typing import TypeAlias
 
-    Value: TypeAlias = "None | bool | int | str | list[Value] | dict[str, Value]"
+    Value: TypeAlias = "bool | int | str | list[Value] | dict[str, Value] | None"
 
 MAX_MESSAGE_SIZE = 1 << 20
 """Largest payload either side accepts (bytes, excluding the 4-byte header)."""

@@ -42,7 +42,9 @@ class Message:
         return {name: getattr(self, name) for name, _ in self.FIELDS}
 
     def __eq__(self, other: object) -> bool:
-        return type(other) is type(self) and self.to_value() == other.to_value()  # type: ignore[attr-defined]
+        return isinstance(other, Message) and type(other) is type(self) and (
+            self.to_value() == other.to_value()
+        )
 
     def __hash__(self) -> int:
         return hash((self.TYPE, repr(self.to_value())))
@@ -171,14 +173,11 @@ def encode(message: Message) -> bytes:
 def decode(data: bytes) -> Message:
     """Parse one complete frame. Raises only ``ProtocolError`` subclasses."""
     value = decode_value(unframe(data))
-    if not (
-        isinstance(value, list)
-        and len(value) == 2
-        and isinstance(value[0], str)
-        and isinstance(value[1], dict)
-    ):
+    if not (isinstance(value, list) and len(value) == 2):
         raise MalformedMessage("payload is not a [type, fields] pair")
     name, fields = value
+    if not (isinstance(name, str) and isinstance(fields, dict)):
+        raise MalformedMessage("payload is not a [type, fields] pair")
     cls = MESSAGE_TYPES.get(name)
     if cls is None:
         raise UnknownMessage(f"unknown message type {name!r}")

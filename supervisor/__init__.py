@@ -20,7 +20,7 @@ __all__ = ["ContainerConfig", "ContainerFailed", "ContainerResult", "PyctrError"
 
 def __getattr__(name: str) -> object:
     if name == "run":
-        from .api import run  # noqa: PLC0415 - deferred: it imports trio
+        from .api import run
 
         return run
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

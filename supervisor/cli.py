@@ -23,7 +23,7 @@ from .spawn import spawn_init
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from typing import IO, NoReturn
+    from typing import NoReturn, TextIO
 
     from .result import ContainerResult
     from .spawn import InitProcess
@@ -80,12 +80,12 @@ def run_cli(argv: list[str]) -> int:
 
 
 def _supervise(init: InitProcess, config: ContainerConfig, line: CommandLine,
-               log_stream: IO[str], early: list[int]) -> ContainerResult:
+               log_stream: TextIO, early: list[int]) -> ContainerResult:
     # The heavy imports, now that the container is already on its way.
-    import trio  # noqa: PLC0415
+    import trio
 
-    from .logs import configure, default_format  # noqa: PLC0415
-    from .supervise import supervise  # noqa: PLC0415
+    from .logs import configure, default_format
+    from .supervise import supervise
 
     configure(log_format=line.log_format or default_format(log_stream), level=line.log_level,
               stream=log_stream)
@@ -100,10 +100,10 @@ def _config_from(line: CommandLine) -> ContainerConfig:
     )
 
 
-def _open_log_stream(line: CommandLine) -> IO[str]:
+def _open_log_stream(line: CommandLine) -> TextIO:
     if line.log_file is None:
         return sys.stderr
-    from .logs import open_log_file  # noqa: PLC0415 - only when asked for
+    from .logs import open_log_file
 
     return open_log_file(line.log_file)
 

@@ -14,19 +14,19 @@ import time
 
 import structlog
 
+from .errors import PyctrError
+
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from typing import IO, Any
+    from typing import Any, TextIO
 
     from structlog.typing import EventDict, WrappedLogger
-
-from .errors import PyctrError
 
 _LEVEL_NUMBERS = {"debug": 10, "info": 20, "warning": 30, "error": 40, "critical": 50}
 _FIRST_KEYS = ("timestamp", "level", "event", "container", "source")
 
 
-def open_log_file(path: str) -> IO[str]:
+def open_log_file(path: str) -> TextIO:
     """Open ``path`` for appending (created 0600). Raises PyctrError with a one-line reason."""
     directory = os.path.dirname(os.path.abspath(path))
     if not os.path.isdir(directory):
@@ -56,7 +56,7 @@ def _first_keys(_: WrappedLogger, __: str, event_dict: EventDict) -> EventDict:
     return ordered
 
 
-def configure(*, log_format: str, level: str, stream: IO[str]) -> None:
+def configure(*, log_format: str, level: str, stream: TextIO) -> None:
     renderer: Any
     if log_format == "json":
         renderer = structlog.processors.JSONRenderer()
@@ -77,5 +77,5 @@ def configure(*, log_format: str, level: str, stream: IO[str]) -> None:
     )
 
 
-def default_format(stream: IO[str]) -> str:
+def default_format(stream: TextIO) -> str:
     return "text" if stream.isatty() else "json"

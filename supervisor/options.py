@@ -76,7 +76,7 @@ class CommandLine:
 
 def parse(argv: list[str]) -> CommandLine:
     """Parse ``argv`` (without the program name). Raises UsageError."""
-    from .errors import UsageError  # noqa: PLC0415 - kept off the success path's imports
+    from .errors import UsageError
 
     line = CommandLine()
     index = 0
@@ -118,7 +118,7 @@ def parse(argv: list[str]) -> CommandLine:
 
 
 def _set(line: CommandLine, option: Option, value: str) -> None:
-    from .errors import UsageError  # noqa: PLC0415
+    from .errors import UsageError
 
     if option.dest == "env":
         if "=" not in value or value.startswith("="):

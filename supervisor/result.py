@@ -59,5 +59,6 @@ class ContainerFailed(PyctrError):
 
     def __init__(self, result: ContainerResult) -> None:
         message = result.message or f"container {result.container} exited with {result.exit_code}"
-        super().__init__(message, exit_code=result.exit_code, error=result.error or "workload.failed")
+        super().__init__(message, exit_code=result.exit_code,
+                         error=result.error or "workload.failed")
         self.result = result

@@ -95,7 +95,7 @@ def _start_in_new_pid_namespace(ours: socket.socket, theirs: socket.socket, *, f
                 pid = os.fork()
                 if pid == 0:  # pragma: no cover - the child is the init; it never returns
                     ours.close()
-                    from pyctr.init import run  # noqa: PLC0415 - already imported by the CLI
+                    from pyctr.init import run
 
                     run(theirs)
                 return pid

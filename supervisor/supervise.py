@@ -17,7 +17,6 @@ import time
 
 import structlog
 import trio
-
 from pyctr.protocol import (
     MAX_MESSAGE_SIZE,
     PROTOCOL_VERSION,

@@ -8,7 +8,6 @@ import struct
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-
 from pyctr.protocol import (
     MAX_MESSAGE_SIZE,
     MESSAGE_TYPES,
