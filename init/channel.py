@@ -3,6 +3,7 @@ log events init sends instead of writing logs itself."""
 
 from __future__ import annotations
 
+import select
 import socket
 import time
 
@@ -40,8 +41,6 @@ class Channel:
     def peer_gone(self) -> bool:
         """True when the supervisor's end is closed (it died), even if messages it sent
         before dying are still queued for us."""
-        import select
-
         poller = select.poll()
         poller.register(self.sock.fileno(), 0)
         return any(events & (select.POLLHUP | select.POLLERR) for _, events in poller.poll(0))

@@ -66,6 +66,10 @@ _SIOCSIFFLAGS = 0x8914
 _IFF_UP = 0x1
 
 _SYS_PIVOT_ROOT = {"x86_64": 155, "aarch64": 41, "riscv64": 41, "ppc64le": 203, "s390x": 217}
+_SYS_RT_SIGACTION = {"x86_64": 13, "aarch64": 134, "riscv64": 134, "ppc64le": 173, "s390x": 174}
+# struct kernel_sigaction is at most handler, flags, restorer and a 64-bit mask: all zeros is
+# SIG_DFL with no flags and an empty mask, whatever the architecture's field order.
+_DEFAULT_SIGACTION = ctypes.create_string_buffer(32)
 
 _libc = ctypes.CDLL(None, use_errno=True)
 _libc.mount.argtypes = [ctypes.c_char_p, ctypes.c_char_p, ctypes.c_char_p, ctypes.c_ulong,
@@ -117,6 +121,16 @@ def setns(fd: int, nstype: int) -> None:
 
 def set_parent_death_signal(signum: int) -> None:
     _check(_libc.prctl(PR_SET_PDEATHSIG, signum, 0, 0, 0), "prctl(PR_SET_PDEATHSIG)")
+
+
+def reset_signal_disposition(signum: int) -> None:
+    """SIG_DFL for ``signum`` through the raw system call: glibc's sigaction() refuses 32 and
+    33 (it keeps them for threads), but a process about to exec must not pass on an ignored
+    disposition for them either (ignored signals stay ignored across exec)."""
+    number = _SYS_RT_SIGACTION.get(os.uname().machine)
+    if number is None:
+        raise SyscallError(errno_codes.ENOSYS, "rt_sigaction", str(signum))
+    _check(_libc.syscall(number, signum, _DEFAULT_SIGACTION, None, 8), "rt_sigaction", str(signum))
 
 
 def set_process_name(name: str) -> None:

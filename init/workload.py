@@ -16,6 +16,7 @@ import stat
 import struct
 
 from . import elf
+from .syscalls import reset_signal_disposition
 
 EXIT_CANNOT_EXECUTE = 126
 EXIT_NOT_FOUND = 127
@@ -102,14 +103,11 @@ def _script_interpreter(path: str) -> str | None:
 
 
 def reset_signals() -> None:
-    """Default dispositions and an empty mask, as a freshly booted process would have."""
+    """Default dispositions and an empty mask, as a freshly booted process would have.
+    Only for a child about to exec: it bypasses CPython's own signal bookkeeping."""
     for signum in range(1, signal.NSIG):
-        if signum in (signal.SIGKILL, signal.SIGSTOP):
-            continue
-        try:
-            signal.signal(signum, signal.SIG_DFL)
-        except (OSError, ValueError):
-            pass  # glibc reserves 32 and 33 for threads; they cannot be changed
+        if signum not in (signal.SIGKILL, signal.SIGSTOP):
+            reset_signal_disposition(signum)
     signal.pthread_sigmask(signal.SIG_SETMASK, [])
 
 
