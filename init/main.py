@@ -25,6 +25,7 @@ from pyctr.protocol import (
     Ready,
     SetupFailed,
     WorkloadExited,
+    WorkloadForked,
     WorkloadStarted,
 )
 
@@ -107,7 +108,8 @@ def _run(channel: Channel) -> int:
         path = workload.resolve(config.argv[0], config.env, config.rootfs)
         workload.check_runnable(path, config.env, config.rootfs)
         channel.log("debug", "workload.exec", path=path, argv=list(config.argv))
-        pid = workload.start(path, config.argv, config.env, config.cwd)
+        pid = workload.start(path, config.argv, config.env, config.cwd,
+                             lambda own_pid: channel.send(WorkloadForked(own_pid)))
     except workload.WorkloadError as exc:
         channel.send(SetupFailed(exc.exit_code, exc.error, exc.message))
         return exc.exit_code
@@ -148,9 +150,14 @@ def build_container(config: Config, sys: Syscalls, channel: Channel) -> list[str
     for _, flag in NAMESPACES:
         flags |= flag
     sys.unshare(flags)
+    channel.log("debug", "namespaces.entered", namespaces=[name for name, _ in NAMESPACES])
     sys.link_up("lo")
     sys.sethostname(config.hostname)
-    mounts = apply_plan(plan_root(config.rootfs, chroot=config.chroot), sys)
+
+    def mounted(target: str, fstype: str) -> None:
+        channel.log("debug", "rootfs.mounted", target=target, fstype=fstype)
+
+    mounts = apply_plan(plan_root(config.rootfs, chroot=config.chroot), sys, mounted)
     channel.log("debug", "rootfs.ready", mounts=list(mounts),
                 root_change="chroot" if config.chroot else "pivot_root")
     return mounts

@@ -36,6 +36,7 @@ from .syscalls import (
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
+    from collections.abc import Callable
     from typing import TypeAlias
 
     from .syscalls import Syscalls
@@ -186,12 +187,16 @@ def plan_root(rootfs: str, *, chroot: bool = False) -> list[Step]:
     return plan
 
 
-def apply_plan(plan: list[Step], sys: Syscalls) -> list[str]:
-    """Run every step in order; return the mount points made, as seen inside the container."""
+def apply_plan(plan: list[Step], sys: Syscalls,
+               on_mount: Callable[[str, str], None] | None = None) -> list[str]:
+    """Run every step in order; return the mount points made, as seen inside the container.
+    ``on_mount(mount point, fstype)`` is called after each filesystem is mounted."""
     root = next((step.path for step in plan if isinstance(step, PivotRoot | Chroot)), "")
     mounted: list[str] = []
     for step in plan:
         step.apply(sys)
         if isinstance(step, Mount) and step.fstype is not None:
             mounted.append(step.target[len(root):] or "/")
+            if on_mount is not None:
+                on_mount(mounted[-1], step.fstype)
     return mounted

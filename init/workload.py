@@ -18,6 +18,10 @@ import struct
 from . import elf
 from .syscalls import reset_signal_disposition
 
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
 EXIT_CANNOT_EXECUTE = 126
 EXIT_NOT_FOUND = 127
 REBUILD_HINT = ("rebuild it with rootfs-scripts/build-rootfs, which copies the loader and "
@@ -111,8 +115,10 @@ def reset_signals() -> None:
     signal.pthread_sigmask(signal.SIG_SETMASK, [])
 
 
-def start(path: str, argv: list[str], env: dict[str, str], cwd: str) -> int:
-    """Fork and exec the workload; return its pid once the exec has succeeded."""
+def start(path: str, argv: list[str], env: dict[str, str], cwd: str,
+          announce: Callable[[int], None]) -> int:
+    """Fork and exec the workload; return its pid once the exec has succeeded. The child
+    calls ``announce(its pid)`` just before exec."""
     read_end, write_end = os.pipe2(os.O_CLOEXEC)
     pid = os.fork()
     if pid == 0:  # pragma: no cover - the child execs or exits; seen through its behaviour
@@ -124,6 +130,10 @@ def start(path: str, argv: list[str], env: dict[str, str], cwd: str) -> int:
             step = 1
             os.chdir(cwd)
             step = 2
+            try:
+                announce(os.getpid())
+            except OSError:
+                pass  # the supervisor is gone; the parent-death signal is on its way
             os.closerange(3, write_end)
             os.closerange(write_end + 1, 1 << 20)
             os.execve(path, argv, env)

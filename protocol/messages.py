@@ -7,7 +7,10 @@ The conversation, in order:
     supervisor -> init   Config(...)               what to run and how
     init -> supervisor   Log(...)*                 init's log events, at any point
     init -> supervisor   Ready(...)                namespaces and root filesystem are set up
-    init -> supervisor   WorkloadStarted(pid)      the command is running (pid inside)
+    child -> supervisor  WorkloadForked(pid)       sent by the workload's own process just
+                                                   before exec, so the supervisor learns its
+                                                   host pid from the socket's credentials
+    init -> supervisor   WorkloadStarted(pid)      the exec succeeded (pid inside)
     init -> supervisor   WorkloadExited(...)       how it ended; init exits right after
     init -> supervisor   SetupFailed(...)          instead of the above, when setup fails
 
@@ -124,6 +127,19 @@ class Ready(Message):
         self.mounts = mounts
 
 
+class WorkloadForked(Message):
+    """From the workload's process itself, between fork and exec. The receiver's kernel
+    translates the sender's pid into the receiver's PID namespace (SO_PASSCRED), which is how
+    the supervisor learns the workload's host pid even if it exits at once."""
+
+    __slots__ = ("pid",)
+    TYPE = "workload_forked"
+    FIELDS = (("pid", "int"),)
+
+    def __init__(self, pid: int) -> None:
+        self.pid = pid
+
+
 class WorkloadStarted(Message):
     __slots__ = ("pid",)
     TYPE = "workload_started"
@@ -161,7 +177,8 @@ class SetupFailed(Message):
 
 MESSAGE_TYPES: dict[str, type[Message]] = {
     cls.TYPE: cls
-    for cls in (Hello, Config, Log, Ready, WorkloadStarted, WorkloadExited, SetupFailed)
+    for cls in (Hello, Config, Log, Ready, WorkloadForked, WorkloadStarted, WorkloadExited,
+                SetupFailed)
 }
 
 

@@ -45,7 +45,7 @@ async def run(
     """
     rootfs = config.check()
     init = spawn_init(config, rootfs, fork=False)
-    result = await supervise(init, config, forward_signals=forward_signals,
+    result = await supervise(init, config, forward_signals="trio" if forward_signals else None,
                              task_status=task_status)
     if check:
         result.check_returncode()

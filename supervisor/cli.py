@@ -4,12 +4,13 @@ Start-up order is the point of this module. Python itself takes ~10 ms to start 
 ~100 ms to import, while runc runs a whole container in ~20 ms. So ``main`` parses the command
 line and checks the host with light modules only, forks the init (which builds the container
 and starts the workload on its own), and only then imports trio and structlog to supervise.
-Signals that arrive in between are forwarded by a plain handler and logged once trio runs.
+The forwarded signals are blocked before the fork and stay blocked: ones that arrive while
+trio is still being imported wait, and the supervisor reads them all from a signalfd, which
+also tells who sent each one.
 """
 
 from __future__ import annotations
 
-import os
 import signal
 import sys
 
@@ -17,6 +18,7 @@ from pyctr import init as _init  # noqa: F401 - imported before the fork, so the
 
 from .config import ContainerConfig
 from .errors import EXIT_PYCTR_FAILED, PyctrError
+from .logfile import LogFile
 from .options import PROG, CommandLine, help_text, parse
 from .signals import FORWARDED_SIGNALS
 from .spawn import spawn_init
@@ -53,34 +55,20 @@ def run_cli(argv: list[str]) -> int:
     except PyctrError as exc:
         return _fail(exc)
 
-    # Block the forwarded signals across the fork: the child must not run our handlers, and
-    # we must not lose a Ctrl-C that arrives before the handlers are in place.
+    # Blocked from here on, in every thread trio may start later: see the module docstring.
     signal.pthread_sigmask(signal.SIG_BLOCK, FORWARDED_SIGNALS)
     try:
         init = spawn_init(config, rootfs, fork=True)
     except PyctrError as exc:
         return _fail(exc)
-    early: list[int] = []
-
-    def forward_early(signum: int, _frame: object) -> None:
-        try:
-            os.kill(init.pid, signum)
-        except ProcessLookupError:
-            pass
-        early.append(signum)
-
-    for signum in FORWARDED_SIGNALS:
-        signal.signal(signum, forward_early)
-    signal.pthread_sigmask(signal.SIG_UNBLOCK, FORWARDED_SIGNALS)
-
-    result = _supervise(init, config, line, log_stream, early)
+    result = _supervise(init, config, line, log_stream)
     if result.message:
         print(f"{PROG}: error: {result.message}", file=sys.stderr)
     return result.exit_code
 
 
 def _supervise(init: InitProcess, config: ContainerConfig, line: CommandLine,
-               log_stream: TextIO, early: list[int]) -> ContainerResult:
+               log_stream: TextIO | LogFile) -> ContainerResult:
     # The heavy imports, now that the container is already on its way.
     import trio
 
@@ -89,7 +77,7 @@ def _supervise(init: InitProcess, config: ContainerConfig, line: CommandLine,
 
     configure(log_format=line.log_format or default_format(log_stream), level=line.log_level,
               stream=log_stream)
-    return trio.run(lambda: supervise(init, config, forward_signals=True, early_signals=early))
+    return trio.run(lambda: supervise(init, config, forward_signals="signalfd"))
 
 
 def _config_from(line: CommandLine) -> ContainerConfig:
@@ -97,15 +85,14 @@ def _config_from(line: CommandLine) -> ContainerConfig:
     return ContainerConfig(
         line.rootfs, line.command, hostname=line.hostname, name=line.name, env=env,
         workdir=line.workdir, chroot=line.chroot, stop_timeout=line.stop_timeout,
+        capture_output=line.capture_output,
     )
 
 
-def _open_log_stream(line: CommandLine) -> TextIO:
+def _open_log_stream(line: CommandLine) -> TextIO | LogFile:
     if line.log_file is None:
         return sys.stderr
-    from .logs import open_log_file
-
-    return open_log_file(line.log_file)
+    return LogFile(line.log_file, max_size=line.log_max_size, max_files=line.log_max_files or 1)
 
 
 def _fail(exc: PyctrError) -> int:

@@ -25,11 +25,12 @@ class ContainerConfig:
     (``name``, itself random by default), as docker does. ``env`` adds to or overrides the
     default environment (PATH, HOSTNAME, HOME). ``stop_signal`` is sent when the container must
     stop (cancellation, or the CLI's SIGINT/SIGTERM), SIGKILL follows ``stop_timeout`` seconds
-    later.
+    later. With ``capture_output`` the command's stdout and stderr become log records
+    (``workload.output``, one per line) instead of passing through.
     """
 
-    __slots__ = ("chroot", "command", "env", "hostname", "name", "rootfs", "stop_signal",
-                 "stop_timeout", "workdir")
+    __slots__ = ("capture_output", "chroot", "command", "env", "hostname", "name", "rootfs",
+                 "stop_signal", "stop_timeout", "workdir")
 
     def __init__(
         self,
@@ -43,6 +44,7 @@ class ContainerConfig:
         chroot: bool = False,
         stop_signal: int = signal.SIGTERM,
         stop_timeout: float = 10.0,
+        capture_output: bool = False,
     ) -> None:
         self.rootfs = os.fspath(rootfs)
         self.command = list(command)
@@ -53,6 +55,7 @@ class ContainerConfig:
         self.chroot = chroot
         self.stop_signal = stop_signal
         self.stop_timeout = stop_timeout
+        self.capture_output = capture_output
 
     def __repr__(self) -> str:
         return f"ContainerConfig({self.rootfs!r}, {self.command!r}, name={self.name!r})"

@@ -2,19 +2,16 @@
 
 The library never configures structlog: a program that runs containers keeps its own
 configuration and receives pyctr's events through it. The CLI calls ``configure`` once, in
-``main()``. Records are JSON objects, one per line, with ``timestamp`` (RFC 3339, UTC),
-``level``, ``event`` (a stable dotted name), ``container`` and ``source`` first, or the same
-rendered for a human.
+``main()``, with stderr or a ``LogFile`` as the destination. Records are JSON objects, one
+per line, with ``timestamp`` (RFC 3339, UTC), ``level``, ``event`` (a stable dotted name),
+``container`` and ``source`` first, or the same rendered for a human.
 """
 
 from __future__ import annotations
 
-import os
 import time
 
 import structlog
-
-from .errors import PyctrError
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -22,22 +19,10 @@ if TYPE_CHECKING:
 
     from structlog.typing import EventDict, WrappedLogger
 
+    from .logfile import LogFile
+
 _LEVEL_NUMBERS = {"debug": 10, "info": 20, "warning": 30, "error": 40, "critical": 50}
 _FIRST_KEYS = ("timestamp", "level", "event", "container", "source")
-
-
-def open_log_file(path: str) -> TextIO:
-    """Open ``path`` for appending (created 0600). Raises PyctrError with a one-line reason."""
-    directory = os.path.dirname(os.path.abspath(path))
-    if not os.path.isdir(directory):
-        raise PyctrError(f"cannot open log file {path}: directory {directory} does not exist; "
-                         f"create it first", error="log_file.unusable")
-    try:
-        fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o600)
-    except OSError as exc:
-        raise PyctrError(f"cannot open log file {path}: {exc.strerror}; choose a writable path",
-                         error="log_file.unusable") from None
-    return os.fdopen(fd, "a", buffering=1, encoding="utf-8", errors="backslashreplace")
 
 
 def _timestamp(_: WrappedLogger, __: str, event_dict: EventDict) -> EventDict:
@@ -56,7 +41,7 @@ def _first_keys(_: WrappedLogger, __: str, event_dict: EventDict) -> EventDict:
     return ordered
 
 
-def configure(*, log_format: str, level: str, stream: TextIO) -> None:
+def configure(*, log_format: str, level: str, stream: TextIO | LogFile) -> None:
     renderer: Any
     if log_format == "json":
         renderer = structlog.processors.JSONRenderer()
@@ -72,10 +57,10 @@ def configure(*, log_format: str, level: str, stream: TextIO) -> None:
             renderer,
         ],
         wrapper_class=structlog.make_filtering_bound_logger(_LEVEL_NUMBERS[level]),
-        logger_factory=structlog.WriteLoggerFactory(file=stream),
+        logger_factory=structlog.WriteLoggerFactory(file=stream),  # type: ignore[arg-type]
         cache_logger_on_first_use=True,
     )
 
 
-def default_format(stream: TextIO) -> str:
+def default_format(stream: TextIO | LogFile) -> str:
     return "text" if stream.isatty() else "json"

@@ -8,6 +8,9 @@ between the user pressing Enter and the workload starting.
 
 from __future__ import annotations
 
+from .errors import UsageError
+from .logfile import parse_size
+
 PROG = "pyctr-supervise"
 LOG_FORMATS = ("text", "json")
 LOG_LEVELS = ("debug", "info", "warning", "error")
@@ -40,10 +43,16 @@ OPTIONS = (
            "change root with chroot(2) instead of pivot_root(2) (weaker isolation)"),
     Option(None, "--stop-timeout", "stop_timeout", "SECONDS",
            "after SIGINT/SIGTERM, wait this long before SIGKILL (default: 10)"),
+    Option(None, "--capture-output", "capture_output", None,
+           "log the command's stdout/stderr as records (one per line) instead of passing it"),
     Option(None, "--log-format", "log_format", "text|json",
            "log format (default: text on a terminal, json otherwise)"),
     Option(None, "--log-file", "log_file", "PATH",
-           "append logs to PATH instead of stderr"),
+           "append logs to PATH (created 0600) instead of stderr"),
+    Option(None, "--log-max-size", "log_max_size", "SIZE",
+           "with --log-file: rotate when the file would exceed SIZE (e.g. 10m, 512k)"),
+    Option(None, "--log-max-files", "log_max_files", "N",
+           "with --log-max-size: keep N files, PATH and PATH.1 .. PATH.N-1 (default: 1)"),
     Option(None, "--log-level", "log_level", "LEVEL",
            "debug, info, warning or error (default: info)"),
     Option(None, "--help", "help", None, "show this help and exit"),
@@ -55,8 +64,9 @@ _BY_NAME = {name: option for option in OPTIONS for name in (option.short, option
 class CommandLine:
     """What the user asked for, before validation against the machine."""
 
-    __slots__ = ("chroot", "command", "env", "help", "hostname", "log_file", "log_format",
-                 "log_level", "name", "rootfs", "stop_timeout", "version", "workdir")
+    __slots__ = ("capture_output", "chroot", "command", "env", "help", "hostname", "log_file",
+                 "log_format", "log_level", "log_max_files", "log_max_size", "name", "rootfs",
+                 "stop_timeout", "version", "workdir")
 
     def __init__(self) -> None:
         self.rootfs: str = ""
@@ -69,6 +79,9 @@ class CommandLine:
         self.stop_timeout: float = 10.0
         self.log_format: str | None = None
         self.log_file: str | None = None
+        self.log_max_size: int | None = None
+        self.log_max_files: int | None = None
+        self.capture_output = False
         self.log_level = "info"
         self.help = False
         self.version = False
@@ -76,8 +89,6 @@ class CommandLine:
 
 def parse(argv: list[str]) -> CommandLine:
     """Parse ``argv`` (without the program name). Raises UsageError."""
-    from .errors import UsageError
-
     line = CommandLine()
     index = 0
     while index < len(argv):
@@ -113,13 +124,15 @@ def parse(argv: list[str]) -> CommandLine:
         raise UsageError(f"missing ROOTFS and COMMAND; usage: {usage()}")
     if len(rest) < 2:
         raise UsageError(f"missing COMMAND after ROOTFS {rest[0]}; usage: {usage()}")
+    if line.log_max_size is not None and line.log_file is None:
+        raise UsageError("--log-max-size needs --log-file")
+    if line.log_max_files is not None and line.log_max_size is None:
+        raise UsageError("--log-max-files needs --log-max-size")
     line.rootfs, line.command = rest[0], rest[1:]
     return line
 
 
 def _set(line: CommandLine, option: Option, value: str) -> None:
-    from .errors import UsageError
-
     if option.dest == "env":
         if "=" not in value or value.startswith("="):
             raise UsageError(f"--env needs KEY=VALUE, got {value!r}")
@@ -131,6 +144,12 @@ def _set(line: CommandLine, option: Option, value: str) -> None:
             raise UsageError(f"--stop-timeout needs a number of seconds, got {value!r}") from None
         if not 0 <= line.stop_timeout < 1e9:
             raise UsageError(f"--stop-timeout must be zero or more seconds, got {value!r}")
+    elif option.dest == "log_max_size":
+        line.log_max_size = parse_size(value)
+    elif option.dest == "log_max_files":
+        if not value.isdigit() or int(value) < 1:
+            raise UsageError(f"--log-max-files needs a whole number of 1 or more, got {value!r}")
+        line.log_max_files = int(value)
     elif option.dest == "log_format" and value not in LOG_FORMATS:
         raise UsageError(f"--log-format must be text or json, got {value!r}")
     elif option.dest == "log_level" and value not in LOG_LEVELS:

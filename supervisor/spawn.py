@@ -16,11 +16,16 @@ Two ways to start the init, one init:
   started with posix_spawn.
 
 Either way the Hello and Config messages are queued on the socket before the init exists, so
-it never waits for the supervisor.
+it never waits for the supervisor. Our end of the socket has SO_PASSCRED set before anything is
+sent, so every message arrives with its sender's pid as seen from the host.
+
+With output capture, the init's stdout and stderr are the write ends of two pipes (which the
+workload and all its descendants inherit); the supervisor keeps only the read ends.
 """
 
 from __future__ import annotations
 
+import fcntl
 import os
 import socket
 import sys
@@ -38,20 +43,25 @@ if TYPE_CHECKING:
 _SO_SNDBUFFORCE = 32
 _SO_RCVBUFFORCE = 33
 _SOCKET_BUFFER = 4 << 20
+_PIPE_SIZE = 1 << 20
+STREAMS = ("stdout", "stderr")
 
 
 class InitProcess:
-    """A started init: its host pid, our end of the socketpair, and a pidfd to wait on."""
+    """A started init: its host pid, our end of the socketpair, a pidfd to wait on, and the
+    read ends of the output pipes (stream name to fd) when output is captured."""
 
-    __slots__ = ("pid", "pidfd", "sock", "started")
+    __slots__ = ("output", "pid", "pidfd", "sock", "started")
 
-    def __init__(self, pid: int, sock: socket.socket) -> None:
+    def __init__(self, pid: int, sock: socket.socket, output: dict[str, int]) -> None:
         self.pid = pid
         self.sock = sock
+        self.output = output
         self.pidfd = os.pidfd_open(pid)
         self.started = time.monotonic()
 
     def close(self) -> None:
+        """Release what is still open (the output readers close their own ends)."""
         self.sock.close()
         os.close(self.pidfd)
 
@@ -64,6 +74,7 @@ def spawn_init(config: ContainerConfig, rootfs: str, *, fork: bool) -> InitProce
         raise PyctrError(f"command line and environment are too large to send to init: {exc}",
                          error="config.too_large") from None
     ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET | socket.SOCK_CLOEXEC)
+    ours.setsockopt(socket.SOL_SOCKET, socket.SO_PASSCRED, 1)
     for sock in (ours, theirs):
         for option in (_SO_SNDBUFFORCE, _SO_RCVBUFFORCE):
             try:
@@ -72,17 +83,37 @@ def spawn_init(config: ContainerConfig, rootfs: str, *, fork: bool) -> InitProce
                 pass  # the default buffers still carry every ordinary message
     for data in queued:
         ours.send(data)
+    pipes = [_output_pipe() for _ in STREAMS] if config.capture_output else []
     try:
-        pid = _start_in_new_pid_namespace(ours, theirs, fork=fork)
+        pid = _start_in_new_pid_namespace(ours, theirs, [w for _, w in pipes], fork=fork)
     except BaseException:
         ours.close()
+        for read_end, _ in pipes:
+            os.close(read_end)
         raise
     finally:
         theirs.close()
-    return InitProcess(pid, ours)
+        for _, write_end in pipes:
+            os.close(write_end)
+    readers = {name: pipe[0] for name, pipe in zip(STREAMS, pipes, strict=True)} if pipes else {}
+    return InitProcess(pid, ours, readers)
 
 
-def _start_in_new_pid_namespace(ours: socket.socket, theirs: socket.socket, *, fork: bool) -> int:
+def _output_pipe() -> tuple[int, int]:
+    read_end, write_end = os.pipe2(os.O_CLOEXEC)
+    os.set_blocking(read_end, False)
+    try:
+        # A bigger pipe means fewer wake-ups for a chatty workload (default 64 KiB).
+        fcntl.fcntl(read_end, fcntl.F_SETPIPE_SZ, _PIPE_SIZE)
+    except OSError:
+        pass  # above /proc/sys/fs/pipe-max-size; the default works, only slower
+    return read_end, write_end
+
+
+def _start_in_new_pid_namespace(ours: socket.socket, theirs: socket.socket,
+                                stdio: list[int], *, fork: bool) -> int:
+    """Start the init as PID 1 of a new PID namespace; ``stdio`` (if given) are the write ends
+    that become its stdout and stderr."""
     own_namespace = os.open("/proc/self/ns/pid", os.O_RDONLY | os.O_CLOEXEC)
     try:
         try:
@@ -95,13 +126,17 @@ def _start_in_new_pid_namespace(ours: socket.socket, theirs: socket.socket, *, f
                 pid = os.fork()
                 if pid == 0:  # pragma: no cover - the child is the init; it never returns
                     ours.close()
-                    from pyctr.init import run
+                    for target, source in enumerate(stdio, start=1):
+                        os.dup2(source, target)
+                    from pyctr.init import run  # imported by the CLI already: costs nothing
 
                     run(theirs)
                 return pid
             os.set_inheritable(theirs.fileno(), True)
             argv = [sys.executable, "-m", "pyctr.init", str(theirs.fileno())]
-            return os.posix_spawn(sys.executable, argv, os.environ)
+            actions = [(os.POSIX_SPAWN_DUP2, source, target)
+                       for target, source in enumerate(stdio, start=1)]
+            return os.posix_spawn(sys.executable, argv, os.environ, file_actions=actions)
         finally:
             setns(own_namespace, CLONE_NEWPID)
     finally:

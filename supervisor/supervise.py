@@ -1,11 +1,12 @@
-"""The supervisor's one loop: talk to the init, forward signals, stop on request, account.
+"""The supervisor's one loop: talk to the init, relay output, forward signals, stop, account.
 
 ``supervise`` runs from the moment the init exists until it has been reaped. It reads init's
 messages (re-emitting init's log events as its own, with ``source=init`` and init's original
-timestamps), optionally forwards the host's signals to the init (which relays them to the
-workload), and turns cancellation into the stop sequence: the stop signal, then SIGKILL after
-the stop timeout. Killing the init is enough to kill the whole container: when PID 1 of a PID
-namespace dies, the kernel kills every other process in it.
+timestamps), turns captured output into records, optionally forwards the host's signals to
+the init (which relays them to the workload), and turns cancellation into the stop sequence:
+the stop signal, then SIGKILL after the stop timeout. Killing the init is enough to kill the
+whole container: when PID 1 of a PID namespace dies, the kernel kills every other process in
+it.
 """
 
 from __future__ import annotations
@@ -13,10 +14,12 @@ from __future__ import annotations
 import os
 import signal
 import socket
+import struct
 import time
 
 import structlog
 import trio
+
 from pyctr.protocol import (
     MAX_MESSAGE_SIZE,
     PROTOCOL_VERSION,
@@ -26,13 +29,16 @@ from pyctr.protocol import (
     Ready,
     SetupFailed,
     WorkloadExited,
+    WorkloadForked,
     WorkloadStarted,
     decode,
 )
 from pyctr.protocol.codec import HEADER_SIZE
 
 from .errors import EXIT_PYCTR_FAILED
+from .output import as_text, pump
 from .result import ContainerResult
+from .signalfd import describe_sender, open_signalfd, read_signals
 from .signals import FORWARDED_SIGNALS, STOP_SIGNALS, signal_name
 
 TYPE_CHECKING = False
@@ -43,6 +49,16 @@ if TYPE_CHECKING:
     from .spawn import InitProcess
 
 _LEVELS = ("debug", "info", "warning", "error", "critical")
+_RECEIVE_SIZE = HEADER_SIZE + MAX_MESSAGE_SIZE + 1
+_CREDENTIALS = struct.Struct("iII")  # struct ucred: pid, uid, gid
+_CREDENTIALS_SPACE = socket.CMSG_SPACE(_CREDENTIALS.size)
+
+
+def _sender_pid(ancillary: list[tuple[int, int, bytes]]) -> int | None:
+    for level, kind, data in ancillary:
+        if level == socket.SOL_SOCKET and kind == socket.SCM_CREDENTIALS:
+            return int(_CREDENTIALS.unpack_from(data)[0])
+    return None
 
 
 class _Supervision:
@@ -54,10 +70,13 @@ class _Supervision:
         self.result = ContainerResult(config.name, config.command)
         self.log = structlog.get_logger("pyctr").bind(container=config.name, source="supervisor")
         self.init_log = self.log.bind(source="init")
+        self.output_log = self.log.bind(source="workload")
         self.greeted = False
         self.exited = False
         self.stop_requests = 0
         self.killed = False
+        self.exit_reason: str | None = None
+        self.exit_logged = False
 
     # -- signals sent to the container -----------------------------------------------------
 
@@ -73,7 +92,7 @@ class _Supervision:
             self.killed = True
             self.log.warning("container.killed", reason=reason)
 
-    async def stop(self, nursery: trio.Nursery, reason: str) -> None:
+    def stop(self, nursery: trio.Nursery, reason: str) -> None:
         """Ask the container to stop; escalate to SIGKILL after the stop timeout."""
         self.stop_requests += 1
         if self.stop_requests > 1:
@@ -85,54 +104,86 @@ class _Supervision:
         await trio.sleep(self.config.stop_timeout)
         self.kill(f"stop timeout of {self.config.stop_timeout:g}s expired after {reason}")
 
-    async def forward_signals(self, nursery: trio.Nursery, early: list[int],
-                              *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
-                              ) -> None:
+    async def forward_with_trio(self, nursery: trio.Nursery, *,
+                                task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
+                                ) -> None:
+        """Forward through trio's signal receiver (the library: the sender stays unknown)."""
         with trio.open_signal_receiver(*FORWARDED_SIGNALS) as received:
             task_status.started()
-            for signum in early:  # forwarded by the CLI's handler before trio was running
-                await self._forwarded(nursery, signum, delivered=True)
             async for signum in received:
-                await self._forwarded(nursery, signum, delivered=self.send(signum))
+                self.forward(nursery, signum)
 
-    async def _forwarded(self, nursery: trio.Nursery, signum: int, *, delivered: bool) -> None:
-        name = signal.Signals(signum).name
+    async def forward_with_signalfd(self, nursery: trio.Nursery, *,
+                                    task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
+                                    ) -> None:
+        """Forward the signals the CLI keeps blocked, naming who sent each one."""
+        fd = open_signalfd(FORWARDED_SIGNALS)
+        try:
+            task_status.started()
+            while True:
+                for info in read_signals(fd):
+                    self.forward(nursery, info.signum, sender_pid=info.sender_pid,
+                                 sender_uid=info.sender_uid)
+                await trio.lowlevel.wait_readable(fd)
+        finally:
+            os.close(fd)
+
+    def forward(self, nursery: trio.Nursery, signum: int, *, sender_pid: int | None = None,
+                sender_uid: int | None = None) -> None:
+        delivered = self.send(signum)
+        name = signal_name(signum)
+        sender = {} if sender_pid is None else {
+            "sender_pid": sender_pid, "sender_uid": sender_uid,
+            "sender": describe_sender(sender_pid)}
         self.log.info("signal.forwarded", signal=name, signal_number=int(signum),
-                      to_pid=self.init.pid, delivered=delivered)
+                      to_pid=self.init.pid, delivered=delivered, **sender)
         if signum in STOP_SIGNALS:
-            await self.stop(nursery, name)
+            self.stop(nursery, str(name))
+
+    # -- output of the workload -----------------------------------------------------------
+
+    def emit_output(self, stream: str, piece: bytes, partial: bool) -> None:
+        text, raw = as_text(piece)
+        if raw is None:
+            self.output_log.info("workload.output", stream=stream, message=text,
+                                 partial=partial)
+        else:
+            self.output_log.info("workload.output", stream=stream, message=text,
+                                 partial=partial, raw_base64=raw)
 
     # -- messages from the init ---------------------------------------------------------
 
     async def read_messages(self) -> None:
         sock = trio.socket.from_stdlib_socket(self.init.sock)
         while True:
-            data = await sock.recv(HEADER_SIZE + MAX_MESSAGE_SIZE + 1)
+            data, ancillary, _, _ = await sock.recvmsg(_RECEIVE_SIZE, _CREDENTIALS_SPACE)
             if not data:
                 return
-            try:
-                message = decode(data)
-                self.handle(message)
-            except ProtocolError as exc:
-                self.fail("protocol.error", f"bad message from init: {exc}")
-                self.kill("protocol error")
+            if not self.receive(data, _sender_pid(ancillary)):
                 return
 
     def drain_messages(self) -> None:
         """Handle what the init sent but ``read_messages`` was cancelled before reading."""
         while True:
             try:
-                data = self.init.sock.recv(HEADER_SIZE + MAX_MESSAGE_SIZE + 1, socket.MSG_DONTWAIT)
+                data, ancillary, _, _ = self.init.sock.recvmsg(
+                    _RECEIVE_SIZE, _CREDENTIALS_SPACE, socket.MSG_DONTWAIT)
             except BlockingIOError:
                 return
-            if not data:
-                return
-            try:
-                self.handle(decode(data))
-            except ProtocolError:
+            if not data or not self.receive(data, _sender_pid(ancillary)):
                 return
 
-    def handle(self, message: object) -> None:
+    def receive(self, data: bytes, sender_pid: int | None) -> bool:
+        """Handle one message; False when the conversation cannot go on."""
+        try:
+            self.handle(decode(data), sender_pid)
+        except ProtocolError as exc:
+            self.fail("protocol.error", f"bad message from init: {exc}")
+            self.kill("protocol error")
+            return False
+        return True
+
+    def handle(self, message: object, sender_pid: int | None = None) -> None:
         if not self.greeted:
             if not isinstance(message, Hello | SetupFailed):
                 raise ProtocolError(f"expected hello from init, got {message!r}")
@@ -147,9 +198,11 @@ class _Supervision:
         elif isinstance(message, Ready):
             self.log.info("container.ready", namespaces=message.namespaces,
                           mounts=message.mounts, init_pid=self.init.pid)
+        elif isinstance(message, WorkloadForked):
+            # Sent by the workload's own process: the kernel gave us its pid as the host sees it.
+            self.result.host_pid = sender_pid
         elif isinstance(message, WorkloadStarted):
             self.result.pid = message.pid
-            self.result.host_pid = _first_child(self.init.pid)
             self.log.info("workload.started", pid=message.pid, host_pid=self.result.host_pid,
                           command=self.config.command)
         elif isinstance(message, WorkloadExited):
@@ -160,9 +213,6 @@ class _Supervision:
             else:
                 self.result.exit_code = message.code if message.code is not None else 0
             self.result.duration = time.monotonic() - self.init.started
-            self.log.info("workload.exited", exit_code=message.code,
-                          signal=signal_name(message.signal),
-                          duration_s=round(self.result.duration, 6))
         elif isinstance(message, SetupFailed):
             self.fail(message.error, message.message, message.exit_code)
         else:
@@ -184,6 +234,22 @@ class _Supervision:
 
     # -- the end --------------------------------------------------------------------------
 
+    def log_exit(self) -> None:
+        """``workload.exited``, once, after the output has been drained (so it comes last)."""
+        if self.exit_logged or not (self.exited or self.exit_reason):
+            return
+        self.exit_logged = True
+        signum = self.result.signal
+        fields: dict[str, Any] = {
+            "exit_code": None if signum is not None else self.result.exit_code,
+            "signal": signal_name(signum),
+            "duration_s": round(self.result.duration, 6),
+        }
+        if self.exit_reason:
+            self.log.warning("workload.exited", reason=self.exit_reason, **fields)
+        else:
+            self.log.info("workload.exited", **fields)
+
     async def reap(self) -> None:
         await trio.lowlevel.wait_readable(self.init.pidfd)
         _, status, usage = os.wait4(self.init.pid, 0)
@@ -199,54 +265,60 @@ class _Supervision:
             signum = os.WTERMSIG(status)
             self.result.signal = signum
             self.result.exit_code = 128 + signum
-            self.log.warning("workload.exited", exit_code=None, signal=signal_name(signum),
-                             duration_s=round(self.result.duration, 6),
-                             reason="container killed")
+            self.exit_reason = "container killed"
         else:
             self.fail("init.exited", f"container init exited with status "
                       f"{os.waitstatus_to_exitcode(status)} before reporting the workload's exit")
-
-
-def _first_child(pid: int) -> int | None:
-    try:
-        with open(f"/proc/{pid}/task/{pid}/children") as file:
-            children = file.read().split()
-    except OSError:
-        return None
-    return int(children[0]) if children else None
 
 
 async def supervise(
     init: InitProcess,
     config: ContainerConfig,
     *,
-    forward_signals: bool = False,
-    early_signals: list[int] | None = None,
+    forward_signals: str | None = None,
     task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED,
 ) -> ContainerResult:
-    """Supervise ``init`` until it has exited and been reaped; release it; return the result.
+    """Supervise ``init`` until it has exited and been reaped and its output is drained;
+    release it; return the result.
 
-    Cancelling the caller stops the container (stop signal, then SIGKILL after the stop
-    timeout) before the cancellation carries on. ``task_status.started`` receives the init's
-    host pid, so a container can be started with ``nursery.start``.
+    ``forward_signals`` is None (do not), ``"trio"`` (trio's receiver) or ``"signalfd"``
+    (the CLI, whose forwarded signals are blocked in every thread). Cancelling the caller
+    stops the container (stop signal, then SIGKILL after the stop timeout) before the
+    cancellation carries on. ``task_status.started`` receives the init's host pid, so a
+    container can be started with ``nursery.start``.
     """
     state = _Supervision(init, config)
     state.log.info("container.created", init_pid=init.pid, rootfs=config.rootfs,
-                   hostname=config.hostname, command=config.command)
+                   hostname=config.hostname, command=config.command,
+                   capture_output=config.capture_output)
     try:
         async with trio.open_nursery() as nursery:
-            if forward_signals:
-                await nursery.start(state.forward_signals, nursery, early_signals or [])
+            if forward_signals == "signalfd":
+                await nursery.start(state.forward_with_signalfd, nursery)
+            elif forward_signals == "trio":
+                await nursery.start(state.forward_with_trio, nursery)
             task_status.started(init.pid)
-            try:
-                await state.read_messages()
-                await state.reap()
-            except trio.Cancelled:
-                with trio.CancelScope(shield=True):
-                    await _stop_for_cancellation(state)
-                raise
+            # What the init has sent while we were starting (usually up to the workload's
+            # start) is logged before any of the workload's output.
+            state.drain_messages()
+            # The output readers end by themselves at end of file, once every process of the
+            # container is gone; this nursery waits for them.
+            async with trio.open_nursery() as readers:
+                for stream, fd in init.output.items():
+                    readers.start_soon(pump, fd, stream, state.emit_output)
+                init.output = {}  # the readers own (and close) them now
+                try:
+                    await state.read_messages()
+                    await state.reap()
+                except trio.Cancelled:
+                    with trio.CancelScope(shield=True):
+                        await _stop_for_cancellation(state)
+                    raise
             nursery.cancel_scope.cancel()
     finally:
+        state.log_exit()
+        for fd in init.output.values():
+            os.close(fd)
         init.close()
         state.log.info("container.cleanup_done", exit_code=state.result.exit_code)
     return state.result

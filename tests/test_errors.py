@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 from conftest import requires_root
 from helpers import CLI, Run, run_cli
+
 from pyctr.supervisor import ContainerConfig, PyctrError
 
 pytestmark = requires_root

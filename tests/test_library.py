@@ -12,6 +12,7 @@ import pytest
 import structlog
 import trio
 from conftest import requires_root
+
 from pyctr.supervisor import ContainerConfig, ContainerFailed, PyctrError, run
 
 pytestmark = requires_root

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import pytest
 from fakes import RecordingSyscalls
+
 from pyctr.init.main import NAMESPACES, build_container, explain
 from pyctr.init.rootfs import Chroot, Mount, PivotRoot, apply_plan, plan_root
 from pyctr.init.syscalls import (

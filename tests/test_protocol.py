@@ -8,6 +8,7 @@ import struct
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+
 from pyctr.protocol import (
     MAX_MESSAGE_SIZE,
     MESSAGE_TYPES,
@@ -23,6 +24,7 @@ from pyctr.protocol import (
     TruncatedMessage,
     UnknownMessage,
     WorkloadExited,
+    WorkloadForked,
     WorkloadStarted,
     decode,
     encode,
@@ -43,6 +45,7 @@ messages = st.one_of(
               texts, st.booleans()),
     st.builds(Log, texts, texts, texts, st.dictionaries(texts, values, max_size=4)),
     st.builds(Ready, st.lists(texts), st.lists(texts)),
+    st.builds(WorkloadForked, ints),
     st.builds(WorkloadStarted, ints),
     st.builds(WorkloadExited, st.none() | ints, st.none() | ints),
     st.builds(SetupFailed, ints, texts, texts),
@@ -163,6 +166,6 @@ def test_container_counts_cannot_exceed_the_payload() -> None:
 
 
 def test_registry_names_every_message() -> None:
-    assert set(MESSAGE_TYPES) == {"hello", "config", "log", "ready", "workload_started",
-                                  "workload_exited", "setup_failed"}
+    assert set(MESSAGE_TYPES) == {"hello", "config", "log", "ready", "workload_forked",
+                                  "workload_started", "workload_exited", "setup_failed"}
     assert Hello().version == PROTOCOL_VERSION

@@ -1,0 +1,92 @@
+"""``--log-file`` with ``--log-max-size``/``--log-max-files``: rotation like docker's json-file.
+
+When writing a record would take the file past the maximum size, the file is renamed to
+``PATH.1`` (``PATH.1`` to ``PATH.2`` and so on, the oldest beyond ``max_files - 1`` removed)
+and a new ``PATH`` is started; with ``max_files`` 1 the old records are simply dropped.
+Records are never split across files. Files are created mode 0600.
+"""
+
+from __future__ import annotations
+
+import os
+
+from .errors import PyctrError
+
+_UNITS = {"": 1, "b": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30}
+
+
+def parse_size(text: str) -> int:
+    """``10m``, ``512k``, ``1g`` or plain bytes, as docker's ``max-size``."""
+    value = text.strip().lower()
+    unit = value[-1:] if value[-1:] in _UNITS else ""
+    number = value[: len(value) - len(unit)] if unit else value
+    try:
+        size = int(float(number) * _UNITS[unit])
+    except ValueError:
+        raise PyctrError(f"--log-max-size needs a size such as 10m or 512k, got {text!r}",
+                         error="usage.invalid") from None
+    if size < 1:
+        raise PyctrError(f"--log-max-size must be positive, got {text!r}", error="usage.invalid")
+    return size
+
+
+def _open(path: str) -> int:
+    directory = os.path.dirname(os.path.abspath(path))
+    if not os.path.isdir(directory):
+        raise PyctrError(f"cannot open log file {path}: directory {directory} does not exist; "
+                         f"create it first", error="log_file.unusable")
+    try:
+        return os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    except OSError as exc:
+        raise PyctrError(f"cannot open log file {path}: {exc.strerror}; choose a writable path",
+                         error="log_file.unusable") from None
+
+
+class LogFile:
+    """A text sink for structlog's WriteLogger: ``write`` one record, ``flush`` is a no-op
+    (each write goes straight to the file descriptor, so nothing waits in a buffer)."""
+
+    def __init__(self, path: str, *, max_size: int | None = None, max_files: int = 1) -> None:
+        if max_files < 1:
+            raise PyctrError(f"--log-max-files must be 1 or more, got {max_files}",
+                             error="usage.invalid")
+        self.path = path
+        self.max_size = max_size
+        self.max_files = max_files
+        self.fd = _open(path)
+        self.size = os.fstat(self.fd).st_size
+
+    def write(self, text: str) -> int:
+        data = text.encode("utf-8", "backslashreplace")
+        if self.max_size is not None and self.size and self.size + len(data) > self.max_size:
+            self._rotate()
+        view = memoryview(data)
+        while view:
+            view = view[os.write(self.fd, view):]
+        self.size += len(data)
+        return len(text)
+
+    def flush(self) -> None:
+        pass
+
+    def isatty(self) -> bool:
+        return False
+
+    def close(self) -> None:
+        os.close(self.fd)
+
+    def _rotate(self) -> None:
+        os.close(self.fd)
+        if self.max_files == 1:
+            os.unlink(self.path)
+        else:
+            for index in range(self.max_files - 1, 0, -1):
+                older = f"{self.path}.{index}"
+                if os.path.exists(older):
+                    if index == self.max_files - 1:
+                        os.unlink(older)
+                    else:
+                        os.replace(older, f"{self.path}.{index + 1}")
+            os.replace(self.path, f"{self.path}.1")
+        self.fd = _open(self.path)
+        self.size = 0
