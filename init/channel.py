@@ -5,22 +5,13 @@ from __future__ import annotations
 
 import select
 import socket
-import time
 
-from pyctr.protocol import MAX_MESSAGE_SIZE, Log, Message, decode, encode
+from pyctr.protocol import MAX_MESSAGE_SIZE, Log, Message, decode, encode, utc_timestamp
 from pyctr.protocol.codec import HEADER_SIZE
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from pyctr.protocol.codec import Value
-
-
-def utc_timestamp(now: float | None = None) -> str:
-    """RFC 3339 UTC with microseconds, without importing datetime (init start-up matters)."""
-    now = time.time() if now is None else now
-    seconds = int(now)
-    micros = int((now - seconds) * 1_000_000)
-    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(seconds)) + f".{micros:06d}Z"
 
 
 class Channel:

@@ -24,6 +24,7 @@ from .messages import (
     WorkloadStarted,
     decode,
     encode,
+    utc_timestamp,
 )
 
 __all__ = [
@@ -47,4 +48,5 @@ __all__ = [
     "WorkloadStarted",
     "decode",
     "encode",
+    "utc_timestamp",
 ]

@@ -20,6 +20,8 @@ start-up path and ``dataclasses`` costs more to import than the rest of the prot
 
 from __future__ import annotations
 
+import time
+
 from .codec import decode_value, encode_value, frame, unframe
 from .errors import MalformedMessage, UnknownMessage
 
@@ -30,6 +32,18 @@ if TYPE_CHECKING:
     from .codec import Value
 
 PROTOCOL_VERSION = 1
+
+_second_cache: list[object] = [-1, ""]
+
+
+def utc_timestamp(now: float | None = None) -> str:
+    """RFC 3339 in UTC with microseconds, the format of every timestamp pyctr writes
+    (``Log.timestamp`` included). Without datetime, which init would have to import."""
+    now = time.time() if now is None else now
+    seconds = int(now)
+    if _second_cache[0] != seconds:  # strftime costs more than the rest; once per second
+        _second_cache[:] = [seconds, time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(seconds))]
+    return f"{_second_cache[1]}.{int((now - seconds) * 1_000_000):06d}Z"
 
 
 class Message:

@@ -43,8 +43,8 @@ def _open(path: str) -> int:
 
 
 class LogFile:
-    """A text sink for structlog's WriteLogger: ``write`` one record, ``flush`` is a no-op
-    (each write goes straight to the file descriptor, so nothing waits in a buffer)."""
+    """A sink for structlog's Write/BytesLogger: ``write`` one record (text or bytes),
+    ``flush`` is a no-op (each write goes straight to the file descriptor)."""
 
     def __init__(self, path: str, *, max_size: int | None = None, max_files: int = 1) -> None:
         if max_files < 1:
@@ -56,15 +56,15 @@ class LogFile:
         self.fd = _open(path)
         self.size = os.fstat(self.fd).st_size
 
-    def write(self, text: str) -> int:
-        data = text.encode("utf-8", "backslashreplace")
+    def write(self, record: str | bytes) -> int:
+        data = record if isinstance(record, bytes) else record.encode("utf-8", "backslashreplace")
         if self.max_size is not None and self.size and self.size + len(data) > self.max_size:
             self._rotate()
         view = memoryview(data)
         while view:
             view = view[os.write(self.fd, view):]
         self.size += len(data)
-        return len(text)
+        return len(record)
 
     def flush(self) -> None:
         pass

@@ -9,17 +9,20 @@ per line, with ``timestamp`` (RFC 3339, UTC), ``level``, ``event`` (a stable dot
 
 from __future__ import annotations
 
-import time
+import json
 
+import orjson
 import structlog
+
+from pyctr.protocol import utc_timestamp
+
+from .logfile import LogFile
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from typing import Any, TextIO
 
     from structlog.typing import EventDict, WrappedLogger
-
-    from .logfile import LogFile
 
 _LEVEL_NUMBERS = {"debug": 10, "info": 20, "warning": 30, "error": 40, "critical": 50}
 _FIRST_KEYS = ("timestamp", "level", "event", "container", "source")
@@ -28,11 +31,17 @@ _FIRST_KEYS = ("timestamp", "level", "event", "container", "source")
 def _timestamp(_: WrappedLogger, __: str, event_dict: EventDict) -> EventDict:
     # Keep a timestamp that is already there: init's events carry the moment init logged them.
     if "timestamp" not in event_dict:
-        now = time.time()
-        seconds = int(now)
-        event_dict["timestamp"] = (time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(seconds))
-                                   + f".{int((now - seconds) * 1e6):06d}Z")
+        event_dict["timestamp"] = utc_timestamp()
     return event_dict
+
+
+def _dumps(event_dict: EventDict, **options: Any) -> bytes:
+    """orjson is ~40x faster than json for a 16 KiB output line; it refuses lone surrogates
+    (from a command line that was not UTF-8), which json writes as escapes."""
+    try:
+        return orjson.dumps(event_dict, **options)
+    except orjson.JSONEncodeError:
+        return json.dumps(event_dict, **options).encode()
 
 
 def _first_keys(_: WrappedLogger, __: str, event_dict: EventDict) -> EventDict:
@@ -43,10 +52,14 @@ def _first_keys(_: WrappedLogger, __: str, event_dict: EventDict) -> EventDict:
 
 def configure(*, log_format: str, level: str, stream: TextIO | LogFile) -> None:
     renderer: Any
+    factory: Any
     if log_format == "json":
-        renderer = structlog.processors.JSONRenderer()
+        renderer = structlog.processors.JSONRenderer(serializer=_dumps)
+        sink = stream if isinstance(stream, LogFile) else stream.buffer
+        factory = structlog.BytesLoggerFactory(file=sink)  # type: ignore[arg-type] # duck-typed
     else:
         renderer = structlog.dev.ConsoleRenderer(colors=stream.isatty())
+        factory = structlog.WriteLoggerFactory(file=stream)  # type: ignore[arg-type] # duck-typed
     structlog.configure(
         processors=[
             structlog.contextvars.merge_contextvars,
@@ -57,7 +70,7 @@ def configure(*, log_format: str, level: str, stream: TextIO | LogFile) -> None:
             renderer,
         ],
         wrapper_class=structlog.make_filtering_bound_logger(_LEVEL_NUMBERS[level]),
-        logger_factory=structlog.WriteLoggerFactory(file=stream),  # type: ignore[arg-type]
+        logger_factory=factory,
         cache_logger_on_first_use=True,
     )
 

@@ -229,7 +229,7 @@ def test_lines_before_an_external_stop_are_kept(rootfs: Path, tmp_path: Path) ->
     with subprocess.Popen([CLI, "--capture-output", "--log-file", str(log), str(rootfs),
                            "/bin/sh", "-c", "seq 1 500; exec sleep 30"]) as process:
         deadline = time.monotonic() + 20
-        while '"message": "500"' not in (log.read_text() if log.exists() else ""):
+        while '"message":"500"' not in (log.read_text() if log.exists() else ""):
             assert time.monotonic() < deadline, "the output never arrived"
             time.sleep(0.05)
         process.send_signal(signal.SIGTERM)
