@@ -22,6 +22,10 @@ class Channel:
         # SOCK_SEQPACKET: one send is one message, delivered whole or not at all.
         self.sock.send(encode(message))
 
+    def send_with_descriptors(self, message: Message, fds: list[int]) -> None:
+        """Send ``message`` with open file descriptors (SCM_RIGHTS) riding along."""
+        socket.send_fds(self.sock, [encode(message)], fds)
+
     def receive(self) -> Message | None:
         """The next message, or None when the supervisor has closed its end."""
         data = self.sock.recv(HEADER_SIZE + MAX_MESSAGE_SIZE + 1)

@@ -24,6 +24,7 @@ from pyctr.protocol import (
     ProtocolError,
     Ready,
     SetupFailed,
+    Terminal,
     WorkloadExited,
     WorkloadForked,
     WorkloadStarted,
@@ -104,18 +105,30 @@ def _run(channel: Channel) -> int:
         return failure.exit_code
     channel.send(Ready([name for name, _ in NAMESPACES] + ["pid"], mounts))
 
+    terminal = None
     try:
         path = workload.resolve(config.argv[0], config.env, config.rootfs)
         workload.check_runnable(path, config.env, config.rootfs)
+        if config.tty:
+            master, terminal = workload.open_terminal(config.rows, config.columns)
+            channel.send_with_descriptors(Terminal(), [master])
+            os.close(master)  # the supervisor holds it now
         channel.log("debug", "workload.exec", path=path, argv=list(config.argv))
         pid = workload.start(path, config.argv, config.env, config.cwd,
-                             lambda own_pid: channel.send(WorkloadForked(own_pid)))
+                             lambda own_pid: channel.send(WorkloadForked(own_pid)), terminal)
     except workload.WorkloadError as exc:
         channel.send(SetupFailed(exc.exit_code, exc.error, exc.message))
         return exc.exit_code
+    except OSError as exc:
+        channel.send(SetupFailed(EXIT_SETUP_FAILED, "terminal.failed",
+                                 f"cannot set up the container's terminal: {exc}"))
+        return EXIT_SETUP_FAILED
+    finally:
+        if terminal is not None:
+            os.close(terminal)  # only the workload keeps the slave: its exit ends the session
     channel.send(WorkloadStarted(pid))
 
-    status = relay_and_reap(pid, channel)
+    status = relay_and_reap(pid, channel, group=config.signal_group)
     if os.WIFSIGNALED(status):
         channel.send(WorkloadExited(None, os.WTERMSIG(status)))
         return 128 + os.WTERMSIG(status)
@@ -176,14 +189,16 @@ def explain(exc: SyscallError, rootfs: str) -> str:
     return f"container setup failed: {exc}; check that {rootfs} is a usable root filesystem"
 
 
-def relay_and_reap(pid: int, channel: Channel) -> int:
-    """Forward every relayed signal to the workload's process group and reap every child,
-    orphans included, until the workload itself exits; return its wait status."""
+def relay_and_reap(pid: int, channel: Channel, *, group: bool = True) -> int:
+    """Forward every relayed signal to the workload's process group (or, without ``group``,
+    its main process) and reap every child, orphans included, until the workload itself
+    exits; return its wait status."""
+    target = -pid if group else pid
     while True:
         info = signal.sigwaitinfo(WAITED_SIGNALS)
         if info.si_signo != signal.SIGCHLD:
             try:
-                os.kill(-pid, info.si_signo)
+                os.kill(target, info.si_signo)
             except ProcessLookupError:
                 pass  # the group is already gone; its exit is on its way to us
             continue

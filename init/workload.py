@@ -10,10 +10,12 @@ through a close-on-exec pipe: end-of-file on it means the exec succeeded.
 from __future__ import annotations
 
 import errno as errno_codes
+import fcntl
 import os
 import signal
 import stat
 import struct
+import termios
 
 from . import elf
 from .syscalls import reset_signal_disposition
@@ -115,17 +117,34 @@ def reset_signals() -> None:
     signal.pthread_sigmask(signal.SIG_SETMASK, [])
 
 
+def open_terminal(rows: int, columns: int) -> tuple[int, int]:
+    """A pseudo-terminal (master, slave) from the container's own /dev/pts instance (call it
+    after the root has changed), sized ``rows`` x ``columns`` when known."""
+    master, slave = os.openpty()
+    if rows > 0 and columns > 0:
+        fcntl.ioctl(master, termios.TIOCSWINSZ, struct.pack("HHHH", rows, columns, 0, 0))
+    return master, slave
+
+
 def start(path: str, argv: list[str], env: dict[str, str], cwd: str,
-          announce: Callable[[int], None]) -> int:
+          announce: Callable[[int], None], terminal: int | None = None) -> int:
     """Fork and exec the workload; return its pid once the exec has succeeded. The child
-    calls ``announce(its pid)`` just before exec."""
+    calls ``announce(its pid)`` just before exec. With ``terminal`` (a pty's slave side) the
+    child leads a new session with it as controlling terminal and standard streams; without,
+    it leads a new process group."""
     read_end, write_end = os.pipe2(os.O_CLOEXEC)
     pid = os.fork()
     if pid == 0:  # pragma: no cover - the child execs or exits; seen through its behaviour
         step = 0
         try:
             os.close(read_end)
-            os.setpgid(0, 0)
+            if terminal is None:
+                os.setpgid(0, 0)
+            else:
+                os.setsid()
+                fcntl.ioctl(terminal, termios.TIOCSCTTY, 0)
+                for target in (0, 1, 2):
+                    os.dup2(terminal, target)
             reset_signals()
             step = 1
             os.chdir(cwd)
@@ -142,10 +161,11 @@ def start(path: str, argv: list[str], env: dict[str, str], cwd: str,
         finally:
             os._exit(EXIT_NOT_FOUND)
     os.close(write_end)
-    try:
-        os.setpgid(pid, pid)  # both sides set it, so no signal can race the child's own call
-    except OSError:
-        pass  # the child has already exec'd (EACCES) or set it itself
+    if terminal is None:
+        try:
+            os.setpgid(pid, pid)  # both sides set it, so no signal can race the child's call
+        except OSError:
+            pass  # the child has already exec'd (EACCES) or set it itself
     with os.fdopen(read_end, "rb") as report:
         failure = report.read()
     if not failure:

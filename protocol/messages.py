@@ -10,6 +10,7 @@ The conversation, in order:
     child -> supervisor  WorkloadForked(pid)       sent by the workload's own process just
                                                    before exec, so the supervisor learns its
                                                    host pid from the socket's credentials
+    init -> supervisor   Terminal()                with -t: the pty's master, as SCM_RIGHTS
     init -> supervisor   WorkloadStarted(pid)      the exec succeeded (pid inside)
     init -> supervisor   WorkloadExited(...)       how it ended; init exits right after
     init -> supervisor   SetupFailed(...)          instead of the above, when setup fails
@@ -82,9 +83,12 @@ class Hello(Message):
 
 class Config(Message):
     """What init must build and run. ``rootfs`` is an absolute host path; ``argv[0]`` is
-    looked up in the container's PATH unless it contains a slash."""
+    looked up in the container's PATH unless it contains a slash. ``signal_group``: relay
+    signals to the workload's whole process group (else to its main process only). ``tty``:
+    give the workload a pseudo-terminal of ``rows`` x ``columns`` (0 when unknown)."""
 
-    __slots__ = ("argv", "chroot", "container", "cwd", "env", "hostname", "rootfs")
+    __slots__ = ("argv", "chroot", "columns", "container", "cwd", "env", "hostname", "rootfs",
+                 "rows", "signal_group", "tty")
     TYPE = "config"
     FIELDS = (
         ("container", "str"),
@@ -94,6 +98,10 @@ class Config(Message):
         ("cwd", "str"),
         ("hostname", "str"),
         ("chroot", "bool"),
+        ("signal_group", "bool"),
+        ("tty", "bool"),
+        ("rows", "int"),
+        ("columns", "int"),
     )
 
     def __init__(
@@ -105,6 +113,10 @@ class Config(Message):
         cwd: str,
         hostname: str,
         chroot: bool,
+        signal_group: bool = True,
+        tty: bool = False,
+        rows: int = 0,
+        columns: int = 0,
     ) -> None:
         self.container = container
         self.rootfs = rootfs
@@ -113,6 +125,10 @@ class Config(Message):
         self.cwd = cwd
         self.hostname = hostname
         self.chroot = chroot
+        self.signal_group = signal_group
+        self.tty = tty
+        self.rows = rows
+        self.columns = columns
 
 
 class Log(Message):
@@ -154,6 +170,15 @@ class WorkloadForked(Message):
         self.pid = pid
 
 
+class Terminal(Message):
+    """The master side of the workload's pseudo-terminal travels with this message as an
+    SCM_RIGHTS descriptor; it was opened inside the container, on its own /dev/pts."""
+
+    __slots__ = ()
+    TYPE = "terminal"
+    FIELDS = ()
+
+
 class WorkloadStarted(Message):
     __slots__ = ("pid",)
     TYPE = "workload_started"
@@ -191,8 +216,8 @@ class SetupFailed(Message):
 
 MESSAGE_TYPES: dict[str, type[Message]] = {
     cls.TYPE: cls
-    for cls in (Hello, Config, Log, Ready, WorkloadForked, WorkloadStarted, WorkloadExited,
-                SetupFailed)
+    for cls in (Hello, Config, Log, Ready, Terminal, WorkloadForked, WorkloadStarted,
+                WorkloadExited, SetupFailed)
 }
 
 

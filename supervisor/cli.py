@@ -11,6 +11,7 @@ also tells who sent each one.
 
 from __future__ import annotations
 
+import os
 import signal
 import sys
 
@@ -20,8 +21,9 @@ from .config import ContainerConfig
 from .errors import EXIT_PYCTR_FAILED, PyctrError
 from .logfile import LogFile
 from .options import PROG, CommandLine, help_text, parse
-from .signals import FORWARDED_SIGNALS
+from .signals import CLI_FORWARDED_SIGNALS
 from .spawn import spawn_init
+from .terminal import HostTerminal, window_size
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -56,19 +58,27 @@ def run_cli(argv: list[str]) -> int:
         return _fail(exc)
 
     # Blocked from here on, in every thread trio may start later: see the module docstring.
-    signal.pthread_sigmask(signal.SIG_BLOCK, FORWARDED_SIGNALS)
+    signal.pthread_sigmask(signal.SIG_BLOCK, CLI_FORWARDED_SIGNALS)
+    terminal = HostTerminal(0) if line.tty and os.isatty(0) else None
+    if terminal is not None:
+        terminal.start_guard()
     try:
-        init = spawn_init(config, rootfs, fork=True)
-    except PyctrError as exc:
-        return _fail(exc)
-    result = _supervise(init, config, line, log_stream)
+        try:
+            init = spawn_init(config, rootfs, fork=True,
+                              window=window_size(0) if line.tty else (0, 0))
+        except PyctrError as exc:
+            return _fail(exc)
+        result = _supervise(init, config, line, log_stream, terminal)
+    finally:
+        if terminal is not None:
+            terminal.close()
     if result.message:
         print(f"{PROG}: error: {result.message}", file=sys.stderr)
     return result.exit_code
 
 
 def _supervise(init: InitProcess, config: ContainerConfig, line: CommandLine,
-               log_stream: TextIO | LogFile) -> ContainerResult:
+               log_stream: TextIO | LogFile, terminal: HostTerminal | None) -> ContainerResult:
     # The heavy imports, now that the container is already on its way.
     import trio
 
@@ -77,7 +87,8 @@ def _supervise(init: InitProcess, config: ContainerConfig, line: CommandLine,
 
     configure(log_format=line.log_format or default_format(log_stream), level=line.log_level,
               stream=log_stream)
-    return trio.run(lambda: supervise(init, config, forward_signals="signalfd"))
+    return trio.run(lambda: supervise(init, config, forward_signals="signalfd",
+                                      terminal=terminal))
 
 
 def _config_from(line: CommandLine) -> ContainerConfig:
@@ -85,7 +96,8 @@ def _config_from(line: CommandLine) -> ContainerConfig:
     return ContainerConfig(
         line.rootfs, line.command, hostname=line.hostname, name=line.name, env=env,
         workdir=line.workdir, chroot=line.chroot, stop_timeout=line.stop_timeout,
-        capture_output=line.capture_output,
+        capture_output=line.capture_output, stop_signal=line.stop_signal,
+        signal_group=line.signal_target == "group", tty=line.tty, interactive=line.interactive,
     )
 
 

@@ -23,14 +23,21 @@ class ContainerConfig:
     ``rootfs`` is a directory holding the root filesystem, ``command`` the program and its
     arguments (looked up in the container's PATH). ``hostname`` defaults to the container id
     (``name``, itself random by default), as docker does. ``env`` adds to or overrides the
-    default environment (PATH, HOSTNAME, HOME). ``stop_signal`` is sent when the container must
-    stop (cancellation, or the CLI's SIGINT/SIGTERM), SIGKILL follows ``stop_timeout`` seconds
-    later. With ``capture_output`` the command's stdout and stderr become log records
+    default environment (PATH, HOSTNAME, HOME, and TERM with a tty). When the container must
+    stop, SIGKILL follows the first stop signal after ``stop_timeout`` seconds. With
+    ``capture_output`` the command's stdout and stderr become log records
     (``workload.output``, one per line) instead of passing through.
+
+    ``stop_signal`` is what a stop sends first: on cancellation (default SIGTERM), and in
+    place of a forwarded SIGINT/SIGTERM when set (otherwise those are forwarded as they are).
+    ``signal_group``: signals go to the workload's whole process group (default) or, when
+    False, to its main process only. ``tty``: the command gets a pseudo-terminal, relayed to
+    this process's stdin/stdout; ``interactive``: keep stdin attached (without it, a terminal
+    on stdin is replaced by /dev/null, as with docker).
     """
 
-    __slots__ = ("capture_output", "chroot", "command", "env", "hostname", "name", "rootfs",
-                 "stop_signal", "stop_timeout", "workdir")
+    __slots__ = ("capture_output", "chroot", "command", "env", "hostname", "interactive", "name",
+                 "rootfs", "signal_group", "stop_signal", "stop_timeout", "tty", "workdir")
 
     def __init__(
         self,
@@ -42,9 +49,12 @@ class ContainerConfig:
         env: dict[str, str] | None = None,
         workdir: str = "/",
         chroot: bool = False,
-        stop_signal: int = signal.SIGTERM,
+        stop_signal: int | None = None,
         stop_timeout: float = 10.0,
         capture_output: bool = False,
+        signal_group: bool = True,
+        tty: bool = False,
+        interactive: bool = True,
     ) -> None:
         self.rootfs = os.fspath(rootfs)
         self.command = list(command)
@@ -56,6 +66,9 @@ class ContainerConfig:
         self.stop_signal = stop_signal
         self.stop_timeout = stop_timeout
         self.capture_output = capture_output
+        self.signal_group = signal_group
+        self.tty = tty
+        self.interactive = interactive
 
     def __repr__(self) -> str:
         return f"ContainerConfig({self.rootfs!r}, {self.command!r}, name={self.name!r})"
@@ -85,6 +98,9 @@ class ContainerConfig:
         if not 0 < len(self.hostname.encode()) <= 64:
             raise PyctrError(f"hostname {self.hostname!r} must be 1 to 64 bytes long",
                              error="usage.invalid")
+        if self.tty and self.capture_output:
+            raise PyctrError("--tty and --capture-output cannot be combined: a terminal's output "
+                             "is one stream; drop one of them", error="usage.invalid")
         if not os.path.isabs(self.workdir):
             raise PyctrError(f"working directory {self.workdir!r} must be an absolute path",
                              error="usage.invalid")
@@ -97,10 +113,16 @@ class ContainerConfig:
 
     def environment(self) -> dict[str, str]:
         env = {"PATH": DEFAULT_PATH, "HOSTNAME": self.hostname, "HOME": "/root"}
+        if self.tty:
+            env["TERM"] = os.environ.get("TERM", "xterm")
         env.update(self.env)
         return env
 
-    def to_message(self, rootfs: str) -> Config:
+    @property
+    def first_stop_signal(self) -> int:
+        return signal.SIGTERM if self.stop_signal is None else self.stop_signal
+
+    def to_message(self, rootfs: str, rows: int = 0, columns: int = 0) -> Config:
         return Config(
             container=self.name,
             rootfs=rootfs,
@@ -109,4 +131,8 @@ class ContainerConfig:
             cwd=self.workdir,
             hostname=self.hostname,
             chroot=self.chroot,
+            signal_group=self.signal_group,
+            tty=self.tty,
+            rows=rows,
+            columns=columns,
         )

@@ -8,8 +8,11 @@ between the user pressing Enter and the workload starting.
 
 from __future__ import annotations
 
+import signal
+
 from .errors import UsageError
 from .logfile import parse_size
+from .signals import parse_signal
 
 PROG = "pyctr-supervise"
 LOG_FORMATS = ("text", "json")
@@ -43,6 +46,14 @@ OPTIONS = (
            "change root with chroot(2) instead of pivot_root(2) (weaker isolation)"),
     Option(None, "--stop-timeout", "stop_timeout", "SECONDS",
            "after SIGINT/SIGTERM, wait this long before SIGKILL (default: 10)"),
+    Option("-t", "--tty", "tty", None,
+           "give the command a pseudo-terminal; the host terminal is put in raw mode"),
+    Option("-i", "--interactive", "interactive", None,
+           "keep stdin attached even when it is a terminal (use -it for a shell)"),
+    Option(None, "--stop-signal", "stop_signal", "SIGNAL",
+           "send SIGNAL instead of a forwarded SIGINT/SIGTERM (e.g. QUIT)"),
+    Option(None, "--signal-target", "signal_target", "group|main",
+           "forward signals to the command's process group (default) or its main process"),
     Option(None, "--capture-output", "capture_output", None,
            "log the command's stdout/stderr as records (one per line) instead of passing it"),
     Option(None, "--log-format", "log_format", "text|json",
@@ -64,9 +75,10 @@ _BY_NAME = {name: option for option in OPTIONS for name in (option.short, option
 class CommandLine:
     """What the user asked for, before validation against the machine."""
 
-    __slots__ = ("capture_output", "chroot", "command", "env", "help", "hostname", "log_file",
-                 "log_format", "log_level", "log_max_files", "log_max_size", "name", "rootfs",
-                 "stop_timeout", "version", "workdir")
+    __slots__ = ("capture_output", "chroot", "command", "env", "help", "hostname", "interactive",
+                 "log_file", "log_format", "log_level", "log_max_files", "log_max_size", "name",
+                 "rootfs", "signal_target", "stop_signal", "stop_timeout", "tty", "version",
+                 "workdir")
 
     def __init__(self) -> None:
         self.rootfs: str = ""
@@ -82,6 +94,10 @@ class CommandLine:
         self.log_max_size: int | None = None
         self.log_max_files: int | None = None
         self.capture_output = False
+        self.tty = False
+        self.interactive = False
+        self.stop_signal: int | None = None
+        self.signal_target = "group"
         self.log_level = "info"
         self.help = False
         self.version = False
@@ -98,25 +114,31 @@ def parse(argv: list[str]) -> CommandLine:
             break
         if not arg.startswith("-") or arg == "-":
             break
-        name, has_inline, inline = arg.partition("=") if arg.startswith("--") else (
-            arg[:2], len(arg) > 2, arg[2:])
-        option = _BY_NAME.get(name)
-        if option is None:
-            raise UsageError(f"unknown option {name}; see {PROG} --help")
-        if option.takes_value:
-            if has_inline:
-                value = inline
-            elif index + 1 < len(argv):
-                index += 1
-                value = argv[index]
-            else:
-                raise UsageError(f"option {name} needs a value ({option.metavar})")
-            _set(line, option, value)
-        elif has_inline:
-            raise UsageError(f"option {name} takes no value")
-        else:
-            setattr(line, option.dest, True)
         index += 1
+        if arg.startswith("--"):
+            name, equals, inline = arg.partition("=")
+            option = _option(name)
+            if option.takes_value:
+                value, index = (inline, index) if equals else _next_value(argv, index, name)
+                _set(line, option, value)
+            elif equals:
+                raise UsageError(f"option {name} takes no value")
+            else:
+                setattr(line, option.dest, True)
+            continue
+        # Short options cluster as with getopt: -it is -i -t; -hNAME and -h NAME both work.
+        for position in range(1, len(arg)):
+            name = "-" + arg[position]
+            option = _option(name)
+            if not option.takes_value:
+                setattr(line, option.dest, True)
+                continue
+            if position + 1 < len(arg):
+                _set(line, option, arg[position + 1:])
+            else:
+                value, index = _next_value(argv, index, name)
+                _set(line, option, value)
+            break
     if line.help or line.version:
         return line
     rest = argv[index:]
@@ -132,6 +154,19 @@ def parse(argv: list[str]) -> CommandLine:
     return line
 
 
+def _option(name: str) -> Option:
+    option = _BY_NAME.get(name)
+    if option is None:
+        raise UsageError(f"unknown option {name}; see {PROG} --help")
+    return option
+
+
+def _next_value(argv: list[str], index: int, name: str) -> tuple[str, int]:
+    if index >= len(argv):
+        raise UsageError(f"option {name} needs a value ({_BY_NAME[name].metavar})")
+    return argv[index], index + 1
+
+
 def _set(line: CommandLine, option: Option, value: str) -> None:
     if option.dest == "env":
         if "=" not in value or value.startswith("="):
@@ -144,6 +179,16 @@ def _set(line: CommandLine, option: Option, value: str) -> None:
             raise UsageError(f"--stop-timeout needs a number of seconds, got {value!r}") from None
         if not 0 <= line.stop_timeout < 1e9:
             raise UsageError(f"--stop-timeout must be zero or more seconds, got {value!r}")
+    elif option.dest == "stop_signal":
+        number = parse_signal(value)
+        if number is None or number in (signal.SIGKILL, signal.SIGSTOP):
+            raise UsageError(f"--stop-signal needs a signal name or number such as TERM or 15 "
+                             f"(not KILL or STOP), got {value!r}")
+        line.stop_signal = number
+    elif option.dest == "signal_target":
+        if value not in ("group", "main"):
+            raise UsageError(f"--signal-target must be group or main, got {value!r}")
+        line.signal_target = value
     elif option.dest == "log_max_size":
         line.log_max_size = parse_size(value)
     elif option.dest == "log_max_files":

@@ -20,7 +20,8 @@ it never waits for the supervisor. Our end of the socket has SO_PASSCRED set bef
 sent, so every message arrives with its sender's pid as seen from the host.
 
 With output capture, the init's stdout and stderr are the write ends of two pipes (which the
-workload and all its descendants inherit); the supervisor keeps only the read ends.
+workload and all its descendants inherit); the supervisor keeps only the read ends. Without
+``interactive``, a terminal on stdin is replaced by /dev/null, as ``docker run`` without -i.
 """
 
 from __future__ import annotations
@@ -66,10 +67,12 @@ class InitProcess:
         os.close(self.pidfd)
 
 
-def spawn_init(config: ContainerConfig, rootfs: str, *, fork: bool) -> InitProcess:
-    """Start the init for ``config`` (``rootfs`` as returned by ``config.check()``)."""
+def spawn_init(config: ContainerConfig, rootfs: str, *, fork: bool,
+               window: tuple[int, int] = (0, 0)) -> InitProcess:
+    """Start the init for ``config`` (``rootfs`` as returned by ``config.check()``);
+    ``window`` is the (rows, columns) a terminal starts with."""
     try:
-        queued = [encode(Hello()), encode(config.to_message(rootfs))]
+        queued = [encode(Hello()), encode(config.to_message(rootfs, *window))]
     except ProtocolError as exc:
         raise PyctrError(f"command line and environment are too large to send to init: {exc}",
                          error="config.too_large") from None
@@ -83,19 +86,25 @@ def spawn_init(config: ContainerConfig, rootfs: str, *, fork: bool) -> InitProce
                 pass  # the default buffers still carry every ordinary message
     for data in queued:
         ours.send(data)
-    pipes = [_output_pipe() for _ in STREAMS] if config.capture_output else []
+    # The init's own standard streams, where they are not simply ours: target fd -> source.
+    stdio: dict[int, int] = {}
+    readers: dict[str, int] = {}
+    if not config.interactive and os.isatty(0):
+        stdio[0] = os.open(os.devnull, os.O_RDONLY | os.O_CLOEXEC)
+    if config.capture_output:
+        for target, stream in enumerate(STREAMS, start=1):
+            readers[stream], stdio[target] = _output_pipe()
     try:
-        pid = _start_in_new_pid_namespace(ours, theirs, [w for _, w in pipes], fork=fork)
+        pid = _start_in_new_pid_namespace(ours, theirs, stdio, fork=fork)
     except BaseException:
         ours.close()
-        for read_end, _ in pipes:
-            os.close(read_end)
+        for fd in readers.values():
+            os.close(fd)
         raise
     finally:
         theirs.close()
-        for _, write_end in pipes:
-            os.close(write_end)
-    readers = {name: pipe[0] for name, pipe in zip(STREAMS, pipes, strict=True)} if pipes else {}
+        for fd in stdio.values():
+            os.close(fd)
     return InitProcess(pid, ours, readers)
 
 
@@ -111,9 +120,9 @@ def _output_pipe() -> tuple[int, int]:
 
 
 def _start_in_new_pid_namespace(ours: socket.socket, theirs: socket.socket,
-                                stdio: list[int], *, fork: bool) -> int:
-    """Start the init as PID 1 of a new PID namespace; ``stdio`` (if given) are the write ends
-    that become its stdout and stderr."""
+                                stdio: dict[int, int], *, fork: bool) -> int:
+    """Start the init as PID 1 of a new PID namespace, with ``stdio`` (target fd -> source)
+    replacing the standard streams it would otherwise share with us."""
     own_namespace = os.open("/proc/self/ns/pid", os.O_RDONLY | os.O_CLOEXEC)
     try:
         try:
@@ -126,7 +135,7 @@ def _start_in_new_pid_namespace(ours: socket.socket, theirs: socket.socket,
                 pid = os.fork()
                 if pid == 0:  # pragma: no cover - the child is the init; it never returns
                     ours.close()
-                    for target, source in enumerate(stdio, start=1):
+                    for target, source in stdio.items():
                         os.dup2(source, target)
                     from pyctr.init import run  # imported by the CLI already: costs nothing
 
@@ -135,7 +144,7 @@ def _start_in_new_pid_namespace(ours: socket.socket, theirs: socket.socket,
             os.set_inheritable(theirs.fileno(), True)
             argv = [sys.executable, "-m", "pyctr.init", str(theirs.fileno())]
             actions = [(os.POSIX_SPAWN_DUP2, source, target)
-                       for target, source in enumerate(stdio, start=1)]
+                       for target, source in stdio.items()]
             return os.posix_spawn(sys.executable, argv, os.environ, file_actions=actions)
         finally:
             setns(own_namespace, CLONE_NEWPID)

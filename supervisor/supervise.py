@@ -28,6 +28,7 @@ from pyctr.protocol import (
     ProtocolError,
     Ready,
     SetupFailed,
+    Terminal,
     WorkloadExited,
     WorkloadForked,
     WorkloadStarted,
@@ -39,7 +40,14 @@ from .errors import EXIT_PYCTR_FAILED
 from .output import as_text, pump
 from .result import ContainerResult
 from .signalfd import describe_sender, open_signalfd, read_signals
-from .signals import FORWARDED_SIGNALS, STOP_SIGNALS, signal_name
+from .signals import (
+    CLI_FORWARDED_SIGNALS,
+    JOB_CONTROL_SIGNALS,
+    LIBRARY_FORWARDED_SIGNALS,
+    STOP_SIGNALS,
+    signal_name,
+)
+from .terminal import HostTerminal, copy_from_terminal, copy_to_terminal, copy_window_size
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -51,22 +59,44 @@ if TYPE_CHECKING:
 _LEVELS = ("debug", "info", "warning", "error", "critical")
 _RECEIVE_SIZE = HEADER_SIZE + MAX_MESSAGE_SIZE + 1
 _CREDENTIALS = struct.Struct("iII")  # struct ucred: pid, uid, gid
-_CREDENTIALS_SPACE = socket.CMSG_SPACE(_CREDENTIALS.size)
+_ANCILLARY_SPACE = socket.CMSG_SPACE(_CREDENTIALS.size) + socket.CMSG_SPACE(4 * 4)
 
 
-def _sender_pid(ancillary: list[tuple[int, int, bytes]]) -> int | None:
-    for level, kind, data in ancillary:
-        if level == socket.SOL_SOCKET and kind == socket.SCM_CREDENTIALS:
-            return int(_CREDENTIALS.unpack_from(data)[0])
-    return None
+class _Ancillary:
+    """What came with a message: the sender's pid (SO_PASSCRED) and descriptors."""
+
+    __slots__ = ("fds", "pid")
+
+    def __init__(self, raw: list[tuple[int, int, bytes]]) -> None:
+        self.pid: int | None = None
+        self.fds: list[int] = []
+        for level, kind, data in raw:
+            if level != socket.SOL_SOCKET:
+                continue
+            if kind == socket.SCM_CREDENTIALS:
+                self.pid = int(_CREDENTIALS.unpack_from(data)[0])
+            elif kind == socket.SCM_RIGHTS:
+                usable = len(data) - len(data) % 4
+                self.fds += list(struct.unpack(f"{usable // 4}i", data[:usable]))
+
+    def close(self) -> None:
+        for fd in self.fds:
+            os.close(fd)
+        self.fds = []
 
 
 class _Supervision:
     """State of one supervised container; one instance per ``supervise`` call."""
 
-    def __init__(self, init: InitProcess, config: ContainerConfig) -> None:
+    def __init__(self, init: InitProcess, config: ContainerConfig,
+                 terminal: HostTerminal | None, *, job_control: bool) -> None:
         self.init = init
         self.config = config
+        self.terminal = terminal
+        self.job_control = job_control
+        self.master: int | None = None
+        self.nursery: trio.Nursery | None = None
+        self.readers: trio.Nursery | None = None
         self.result = ContainerResult(config.name, config.command)
         self.log = structlog.get_logger("pyctr").bind(container=config.name, source="supervisor")
         self.init_log = self.log.bind(source="init")
@@ -108,7 +138,7 @@ class _Supervision:
                                 task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
                                 ) -> None:
         """Forward through trio's signal receiver (the library: the sender stays unknown)."""
-        with trio.open_signal_receiver(*FORWARDED_SIGNALS) as received:
+        with trio.open_signal_receiver(*LIBRARY_FORWARDED_SIGNALS) as received:
             task_status.started()
             async for signum in received:
                 self.forward(nursery, signum)
@@ -117,7 +147,7 @@ class _Supervision:
                                     task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
                                     ) -> None:
         """Forward the signals the CLI keeps blocked, naming who sent each one."""
-        fd = open_signalfd(FORWARDED_SIGNALS)
+        fd = open_signalfd(CLI_FORWARDED_SIGNALS)
         try:
             task_status.started()
             while True:
@@ -130,17 +160,53 @@ class _Supervision:
 
     def forward(self, nursery: trio.Nursery, signum: int, *, sender_pid: int | None = None,
                 sender_uid: int | None = None) -> None:
-        delivered = self.send(signum)
-        name = signal_name(signum)
         sender = {} if sender_pid is None else {
             "sender_pid": sender_pid, "sender_uid": sender_uid,
             "sender": describe_sender(sender_pid)}
-        self.log.info("signal.forwarded", signal=name, signal_number=int(signum),
-                      to_pid=self.init.pid, delivered=delivered, **sender)
+        if signum == signal.SIGWINCH and self.master is not None and self.terminal is not None:
+            # The kernel signals the pty's foreground process group once the size changes.
+            copy_window_size(self.terminal.fd, self.master)
+            self.log.info("terminal.resized", **sender)
+            return
+        sent = signum
+        if signum in STOP_SIGNALS and self.config.stop_signal is not None:
+            sent = self.config.stop_signal
+        delivered = self.send(sent)
+        self.log.info("signal.forwarded", signal=signal_name(sent), signal_number=int(sent),
+                      received=signal_name(signum), to_pid=self.init.pid, delivered=delivered,
+                      **sender)
         if signum in STOP_SIGNALS:
-            self.stop(nursery, str(name))
+            self.stop(nursery, str(signal_name(signum)))
+        elif signum in JOB_CONTROL_SIGNALS and self.job_control:
+            self.suspend(str(signal_name(signum)))
+
+    def suspend(self, reason: str) -> None:
+        """Stop ourselves like any foreground job (the workload got the signal already);
+        carry on from here when continued (the SIGCONT is forwarded as it comes in)."""
+        if self.terminal is not None:
+            self.terminal.restore()
+        self.log.info("supervisor.suspended", reason=reason)
+        os.kill(os.getpid(), signal.SIGSTOP)
+        if self.terminal is not None and self.master is not None:
+            self.terminal.raw()
+            copy_window_size(self.terminal.fd, self.master)
+        self.log.info("supervisor.resumed")
 
     # -- output of the workload -----------------------------------------------------------
+
+    def attach_terminal(self, master: int) -> None:
+        """Relay the container's pty to our stdin/stdout; raw mode when ours is a terminal."""
+        os.set_blocking(master, False)
+        self.master = master
+        assert self.nursery is not None and self.readers is not None
+        if self.terminal is not None:
+            copy_window_size(self.terminal.fd, master)
+            self.terminal.raw()
+        self.readers.start_soon(copy_to_terminal, master, 1)
+        if self.config.interactive:
+            self.nursery.start_soon(copy_from_terminal, 0, master)
+        self.log.info("terminal.attached", raw=self.terminal is not None,
+                      interactive=self.config.interactive)
 
     def emit_output(self, stream: str, piece: bytes, partial: bool) -> None:
         text, raw = as_text(piece)
@@ -156,34 +222,35 @@ class _Supervision:
     async def read_messages(self) -> None:
         sock = trio.socket.from_stdlib_socket(self.init.sock)
         while True:
-            data, ancillary, _, _ = await sock.recvmsg(_RECEIVE_SIZE, _CREDENTIALS_SPACE)
-            if not data:
-                return
-            if not self.receive(data, _sender_pid(ancillary)):
+            data, raw, _, _ = await sock.recvmsg(_RECEIVE_SIZE, _ANCILLARY_SPACE)
+            if not data or not self.receive(data, _Ancillary(raw)):
                 return
 
     def drain_messages(self) -> None:
-        """Handle what the init sent but ``read_messages`` was cancelled before reading."""
+        """Handle what the init has sent so far without waiting (at start, and after a
+        cancelled ``read_messages``)."""
         while True:
             try:
-                data, ancillary, _, _ = self.init.sock.recvmsg(
-                    _RECEIVE_SIZE, _CREDENTIALS_SPACE, socket.MSG_DONTWAIT)
+                data, raw, _, _ = self.init.sock.recvmsg(
+                    _RECEIVE_SIZE, _ANCILLARY_SPACE, socket.MSG_DONTWAIT)
             except BlockingIOError:
                 return
-            if not data or not self.receive(data, _sender_pid(ancillary)):
+            if not data or not self.receive(data, _Ancillary(raw)):
                 return
 
-    def receive(self, data: bytes, sender_pid: int | None) -> bool:
+    def receive(self, data: bytes, ancillary: _Ancillary) -> bool:
         """Handle one message; False when the conversation cannot go on."""
         try:
-            self.handle(decode(data), sender_pid)
+            self.handle(decode(data), ancillary)
         except ProtocolError as exc:
             self.fail("protocol.error", f"bad message from init: {exc}")
             self.kill("protocol error")
             return False
+        finally:
+            ancillary.close()  # whatever descriptor was not taken is not ours to keep
         return True
 
-    def handle(self, message: object, sender_pid: int | None = None) -> None:
+    def handle(self, message: object, ancillary: _Ancillary) -> None:
         if not self.greeted:
             if not isinstance(message, Hello | SetupFailed):
                 raise ProtocolError(f"expected hello from init, got {message!r}")
@@ -200,7 +267,11 @@ class _Supervision:
                           mounts=message.mounts, init_pid=self.init.pid)
         elif isinstance(message, WorkloadForked):
             # Sent by the workload's own process: the kernel gave us its pid as the host sees it.
-            self.result.host_pid = sender_pid
+            self.result.host_pid = ancillary.pid
+        elif isinstance(message, Terminal):
+            if not ancillary.fds:
+                raise ProtocolError("terminal message without its descriptor")
+            self.attach_terminal(ancillary.fds.pop(0))
         elif isinstance(message, WorkloadStarted):
             self.result.pid = message.pid
             self.log.info("workload.started", pid=message.pid, host_pid=self.result.host_pid,
@@ -276,34 +347,39 @@ async def supervise(
     config: ContainerConfig,
     *,
     forward_signals: str | None = None,
+    terminal: HostTerminal | None = None,
     task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED,
 ) -> ContainerResult:
     """Supervise ``init`` until it has exited and been reaped and its output is drained;
     release it; return the result.
 
     ``forward_signals`` is None (do not), ``"trio"`` (trio's receiver) or ``"signalfd"``
-    (the CLI, whose forwarded signals are blocked in every thread). Cancelling the caller
+    (the CLI, whose forwarded signals are blocked in every thread; it also stops itself on
+    SIGTSTP like a foreground job). ``terminal``: the user's terminal, put in raw mode while a
+    ``tty`` container runs and restored after. Cancelling the caller
     stops the container (stop signal, then SIGKILL after the stop timeout) before the
     cancellation carries on. ``task_status.started`` receives the init's host pid, so a
     container can be started with ``nursery.start``.
     """
-    state = _Supervision(init, config)
+    state = _Supervision(init, config, terminal, job_control=forward_signals == "signalfd")
     state.log.info("container.created", init_pid=init.pid, rootfs=config.rootfs,
                    hostname=config.hostname, command=config.command,
                    capture_output=config.capture_output)
     try:
         async with trio.open_nursery() as nursery:
+            state.nursery = nursery
             if forward_signals == "signalfd":
                 await nursery.start(state.forward_with_signalfd, nursery)
             elif forward_signals == "trio":
                 await nursery.start(state.forward_with_trio, nursery)
             task_status.started(init.pid)
-            # What the init has sent while we were starting (usually up to the workload's
-            # start) is logged before any of the workload's output.
-            state.drain_messages()
             # The output readers end by themselves at end of file, once every process of the
             # container is gone; this nursery waits for them.
             async with trio.open_nursery() as readers:
+                state.readers = readers
+                # What the init has sent while we were starting (usually up to the workload's
+                # start) is logged before any of the workload's output.
+                state.drain_messages()
                 for stream, fd in init.output.items():
                     readers.start_soon(pump, fd, stream, state.emit_output)
                 init.output = {}  # the readers own (and close) them now
@@ -319,6 +395,10 @@ async def supervise(
         state.log_exit()
         for fd in init.output.values():
             os.close(fd)
+        if state.master is not None:
+            os.close(state.master)
+        if terminal is not None:
+            terminal.restore()
         init.close()
         state.log.info("container.cleanup_done", exit_code=state.result.exit_code)
     return state.result
@@ -326,8 +406,8 @@ async def supervise(
 
 async def _stop_for_cancellation(state: _Supervision) -> None:
     state.log.info("container.stopping", reason="cancelled",
-                   stop_signal=signal_name(state.config.stop_signal))
-    state.send(state.config.stop_signal)
+                   stop_signal=signal_name(state.config.first_stop_signal))
+    state.send(state.config.first_stop_signal)
     with trio.move_on_after(state.config.stop_timeout) as waiting:
         await trio.lowlevel.wait_readable(state.init.pidfd)
     if waiting.cancelled_caught:

@@ -21,6 +21,7 @@ from pyctr.protocol import (
     ProtocolError,
     Ready,
     SetupFailed,
+    Terminal,
     TruncatedMessage,
     UnknownMessage,
     WorkloadExited,
@@ -42,7 +43,8 @@ values = st.recursive(
 messages = st.one_of(
     st.builds(Hello, ints),
     st.builds(Config, texts, texts, st.lists(texts), st.dictionaries(texts, texts), texts,
-              texts, st.booleans()),
+              texts, st.booleans(), st.booleans(), st.booleans(), ints, ints),
+    st.just(Terminal()),
     st.builds(Log, texts, texts, texts, st.dictionaries(texts, values, max_size=4)),
     st.builds(Ready, st.lists(texts), st.lists(texts)),
     st.builds(WorkloadForked, ints),
@@ -139,7 +141,8 @@ def test_unknown_message_type() -> None:
         (["hello", {"version": True}], "bool is not an int"),
         (["workload_exited", {"code": "0", "signal": None}], "wrong optional kind"),
         (["config", {"container": "c", "rootfs": "/", "argv": [1], "env": {}, "cwd": "/",
-                     "hostname": "h", "chroot": False}], "argv must be text"),
+                     "hostname": "h", "chroot": False, "signal_group": True, "tty": False,
+                     "rows": 0, "columns": 0}], "argv must be text"),
         ({"type": "hello"}, "not a pair"),
         ([1, {}], "type is not text"),
     ],
@@ -166,6 +169,6 @@ def test_container_counts_cannot_exceed_the_payload() -> None:
 
 
 def test_registry_names_every_message() -> None:
-    assert set(MESSAGE_TYPES) == {"hello", "config", "log", "ready", "workload_forked",
+    assert set(MESSAGE_TYPES) == {"hello", "config", "log", "ready", "terminal", "workload_forked",
                                   "workload_started", "workload_exited", "setup_failed"}
     assert Hello().version == PROTOCOL_VERSION
