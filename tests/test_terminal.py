@@ -1,0 +1,183 @@
+"""The host terminal drives the workload: ``-t`` with a real pseudo-terminal (pexpect), job
+control inside the container and of pyctr itself, and the terminal settings restored however
+pyctr ends."""
+
+from __future__ import annotations
+
+import os
+import signal
+import termios
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pexpect
+import pytest
+from conftest import requires_root
+from helpers import CLI, descendants
+
+pytestmark = requires_root
+
+PROMPT = "# "
+
+
+@pytest.fixture
+def shell(rootfs: Path) -> Iterator[pexpect.spawn]:
+    """``pyctr-supervise -t -i ROOTFS /bin/sh -i`` on a 24x80 pseudo-terminal."""
+    child = pexpect.spawn(CLI, ["--log-level", "error", "-t", "-i", str(rootfs), "/bin/sh", "-i"],
+                          dimensions=(24, 80), encoding="utf-8", timeout=15)
+    try:
+        child.expect_exact(PROMPT)
+        yield child
+    finally:
+        child.close(force=True)
+
+
+def run_in(child: pexpect.spawn, command: str, expected: str) -> None:
+    child.sendline(command)
+    child.expect_exact(expected)
+
+
+def process_state(pid: int) -> str:
+    with open(f"/proc/{pid}/stat") as file:
+        return file.read().rsplit(")", 1)[1].split()[0]
+
+
+def wait_for(condition: object, what: str, timeout: float = 10) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():  # type: ignore[operator]
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.02)
+
+
+def test_the_workload_has_a_terminal_of_the_host_size(shell: pexpect.spawn) -> None:
+    run_in(shell, "stty size", "24 80")
+    run_in(shell, "tty", "/dev/pts/0")  # the container's own devpts instance
+
+
+def test_a_resize_reaches_the_workload(shell: pexpect.spawn) -> None:
+    shell.setwinsize(40, 132)  # the kernel sends SIGWINCH to pyctr, which copies the size
+    time.sleep(0.2)
+    run_in(shell, "stty size", "40 132")
+
+
+def test_ctrl_c_reaches_the_shell_inside(shell: pexpect.spawn) -> None:
+    shell.sendline("sleep 100")
+    time.sleep(0.3)
+    shell.sendcontrol("c")
+    shell.expect_exact(PROMPT)
+    run_in(shell, "echo status=$?", "status=130")  # sleep died of SIGINT; the shell lives on
+    run_in(shell, "echo still here", "still here")
+
+
+def test_job_control_in_an_interactive_shell(shell: pexpect.spawn) -> None:
+    shell.sendline("sleep 100 &")
+    run_in(shell, "jobs", "Running")
+    shell.sendline("fg")
+    shell.expect_exact("sleep 100")
+    time.sleep(0.3)
+    shell.sendcontrol("z")
+    shell.expect_exact("Stopped")
+    run_in(shell, "jobs", "Stopped")
+    shell.sendline("kill -9 %1")
+    run_in(shell, "jobs", "Killed")
+    shell.sendline("exit 3")
+    shell.expect(pexpect.EOF)
+    shell.close()
+    assert shell.exitstatus == 3
+
+
+@pytest.fixture
+def host_shell(tmp_path: Path) -> Iterator[pexpect.spawn]:
+    """An interactive dash on a fresh pseudo-terminal, the way a person starts pyctr. Not
+    bash: bash puts the terminal back itself after a job dies of a signal, which would hide
+    whether pyctr did."""
+    child = pexpect.spawn("/bin/dash", ["-i"], dimensions=(24, 80),
+                          encoding="utf-8", timeout=15, cwd=str(tmp_path),
+                          env={"PATH": os.environ["PATH"], "PS1": "host$ ", "TERM": "xterm"})
+    try:
+        child.expect_exact("host$ ")
+        yield child
+    finally:
+        child.close(force=True)
+
+
+def stty_g(host: pexpect.spawn) -> str:
+    host.sendline("echo \"<$(stty -g)>\"")
+    host.expect(r"<([0-9a-f:]+)>")
+    settings = host.match.group(1)
+    host.expect_exact("host$ ")
+    return str(settings)
+
+
+def supervisor_under(host: pexpect.spawn) -> int:
+    """The pyctr-supervise process the host shell started (its direct child)."""
+    found: list[int] = []
+
+    def started() -> bool:
+        found[:] = [pid for pid in descendants(host.pid) if _parent(pid) == host.pid]
+        return len(found) == 1
+
+    wait_for(started, "pyctr-supervise to start")
+    return found[0]
+
+
+def _parent(pid: int) -> int:
+    try:
+        with open(f"/proc/{pid}/stat") as file:
+            return int(file.read().rsplit(")", 1)[1].split()[1])
+    except OSError:
+        return 0
+
+
+def _canonical(fd: int) -> bool:
+    return bool(termios.tcgetattr(fd)[3] & termios.ICANON)
+
+
+def test_terminal_settings_are_restored_on_exit(host_shell: pexpect.spawn,
+                                                rootfs: Path) -> None:
+    before = stty_g(host_shell)
+    host_shell.sendline(f"{CLI} --log-level error -t {rootfs} /bin/sh -c 'echo in\"\"side; "
+                        "sleep 0.5'; echo exit=$?")  # the typed line does not say "inside"
+    host_shell.expect_exact("inside")
+    assert not _canonical(host_shell.child_fd), "pyctr did not put the terminal in raw mode"
+    host_shell.expect_exact("exit=0")
+    host_shell.expect_exact("host$ ")
+    assert stty_g(host_shell) == before
+
+
+def test_terminal_settings_are_restored_after_sigkill(host_shell: pexpect.spawn,
+                                                      rootfs: Path) -> None:
+    before = stty_g(host_shell)
+    host_shell.sendline(f"{CLI} --log-level error -t -i {rootfs} /bin/sh -i; echo exit=$?")
+    host_shell.expect_exact(PROMPT)
+    supervisor = supervisor_under(host_shell)
+    assert not _canonical(host_shell.child_fd)
+    os.kill(supervisor, signal.SIGKILL)
+    host_shell.expect_exact(f"exit={128 + signal.SIGKILL}")
+    host_shell.expect_exact("host$ ")
+    wait_for(lambda: _canonical(host_shell.child_fd), "the guard to restore the terminal")
+    assert stty_g(host_shell) == before
+
+
+def test_ctrl_z_stops_pyctr_and_its_container_and_fg_resumes(host_shell: pexpect.spawn,
+                                                             rootfs: Path) -> None:
+    host_shell.sendline(f"{CLI} --log-level error {rootfs} /bin/sh -c "
+                        "'while :; do echo t\"\"ick; sleep 0.1; done'")
+    host_shell.expect_exact("tick")
+    supervisor = supervisor_under(host_shell)
+    container = descendants(supervisor)
+    assert container, "no container processes"
+    host_shell.sendcontrol("z")
+    host_shell.expect_exact("Stopped")
+    host_shell.expect_exact("host$ ")
+    wait_for(lambda: process_state(supervisor) == "T", "pyctr to stop")
+    shell_inside = min(container - {pid for pid in container if _parent(pid) == supervisor})
+    wait_for(lambda: process_state(shell_inside) == "T", "the workload to stop")
+    host_shell.sendline("fg")
+    host_shell.expect_exact("tick")  # running again
+    assert process_state(supervisor) != "T"
+    host_shell.sendcontrol("c")
+    host_shell.expect_exact("host$ ")
+    host_shell.sendline("echo exit=$?")
+    host_shell.expect_exact(f"exit={128 + signal.SIGINT}")
