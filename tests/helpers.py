@@ -8,8 +8,13 @@ import subprocess
 import sys
 from pathlib import Path
 
+import jsonschema
+
 REPO = Path(__file__).resolve().parent.parent
 CLI = str(Path(sys.executable).with_name("pyctr-supervise"))
+SCHEMA = json.loads((REPO / "schema" / "log-record.schema.json").read_text())
+# Built once: jsonschema.validate() would re-check the schema for every record.
+VALIDATOR = jsonschema.Draft202012Validator(SCHEMA)
 
 
 def mount_points() -> list[str]:
@@ -59,9 +64,9 @@ def describe(pid: int) -> str:
     return f"{pid}: {command}"
 
 
-
 class Run:
-    """A finished CLI run: exit code, output, and the JSON log records from stderr."""
+    """A finished CLI run: exit code, output, and the JSON log records from stderr. Every
+    record is checked against the schema, so each test that runs the CLI checks it too."""
 
     def __init__(self, completed: subprocess.CompletedProcess[str]) -> None:
         self.returncode = completed.returncode
@@ -76,6 +81,7 @@ class Run:
                 self.other_stderr.append(line)
                 continue
             if isinstance(record, dict):
+                VALIDATOR.validate(record)
                 self.records.append(record)
             else:
                 self.other_stderr.append(line)

@@ -11,16 +11,12 @@ import subprocess
 import time
 from pathlib import Path
 
-import jsonschema
 import pytest
 from conftest import requires_root
-from helpers import CLI, REPO, Run
+from helpers import CLI, VALIDATOR, Run
 
 pytestmark = requires_root
 
-SCHEMA = json.loads((REPO / "schema" / "log-record.schema.json").read_text())
-# Built once: jsonschema.validate() would re-check the schema for every record.
-VALIDATOR = jsonschema.Draft202012Validator(SCHEMA)
 
 
 def output(run: Run, stream: str = "stdout") -> list[dict[str, object]]:

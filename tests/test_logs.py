@@ -10,16 +10,12 @@ import stat
 import subprocess
 from pathlib import Path
 
-import jsonschema
 import pytest
 from conftest import requires_root
-from helpers import CLI, REPO, Run
+from helpers import CLI, VALIDATOR, Run
 
 pytestmark = requires_root
 
-SCHEMA = json.loads((REPO / "schema" / "log-record.schema.json").read_text())
-# Built once: jsonschema.validate() would re-check the schema for every record.
-VALIDATOR = jsonschema.Draft202012Validator(SCHEMA)
 LIFECYCLE = ["container.created", "container.ready", "workload.started", "workload.exited",
              "container.cleanup_done"]
 

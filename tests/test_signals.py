@@ -147,3 +147,30 @@ def test_workload_sees_default_signal_dispositions(pyctr) -> None:
     fields = dict(line.split(":\t") for line in run.stdout.splitlines())
     assert int(fields["SigBlk"], 16) == 0, "the workload inherited a blocked signal mask"
     assert int(fields["SigIgn"], 16) == 0, "the workload inherited ignored signals (SIGPIPE?)"
+
+
+@pytest.mark.parametrize("target", ["group", "main"])
+def test_signal_target_chooses_the_group_or_the_main_process(rootfs: Path, target: str) -> None:
+    child = "trap 'echo child got it' USR1; echo ready; while :; do sleep 0.02; done"
+    script = f'trap "echo main got it" USR1; sh -c "{child}" & while :; do wait; done'
+    with start(rootfs, script, "--signal-target", target) as process:
+        wait_for_line(process, "ready")
+        process.send_signal(signal.SIGUSR1)
+        time.sleep(0.5)  # time for both to print, when both got it
+        process.send_signal(signal.SIGKILL)
+        run = finish(process)
+    expected = {"group": {"main got it", "child got it"}, "main": {"main got it"}}[target]
+    assert set(run.stdout.splitlines()) == expected
+
+
+def test_stop_signal_replaces_a_forwarded_sigterm(rootfs: Path) -> None:
+    script = ('trap "echo got QUIT; exit 0" QUIT; trap "echo got TERM; exit 0" TERM; '
+              "echo ready; while :; do sleep 0.02; done")
+    with start(rootfs, script, "--stop-signal", "SIGQUIT") as process:
+        wait_for_line(process, "ready")
+        process.send_signal(signal.SIGTERM)
+        run = finish(process)
+    assert run.stdout == "got QUIT\n"
+    assert run.returncode == 0
+    forwarded = run.record("signal.forwarded")
+    assert (forwarded["received"], forwarded["signal"]) == ("SIGTERM", "SIGQUIT")

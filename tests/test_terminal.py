@@ -4,6 +4,7 @@ pyctr ends."""
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import termios
@@ -14,7 +15,7 @@ from pathlib import Path
 import pexpect
 import pytest
 from conftest import requires_root
-from helpers import CLI, descendants
+from helpers import CLI, VALIDATOR, descendants
 
 pytestmark = requires_root
 
@@ -135,15 +136,21 @@ def _canonical(fd: int) -> bool:
 
 
 def test_terminal_settings_are_restored_on_exit(host_shell: pexpect.spawn,
-                                                rootfs: Path) -> None:
+                                                rootfs: Path, tmp_path: Path) -> None:
     before = stty_g(host_shell)
-    host_shell.sendline(f"{CLI} --log-level error -t {rootfs} /bin/sh -c 'echo in\"\"side; "
-                        "sleep 0.5'; echo exit=$?")  # the typed line does not say "inside"
+    # The typed line does not say "inside", so only the container's output matches.
+    host_shell.sendline(f"{CLI} --log-file pyctr.jsonl --log-format json -t {rootfs} "
+                        "/bin/sh -c 'echo in\"\"side; sleep 0.5'; echo exit=$?")
     host_shell.expect_exact("inside")
     assert not _canonical(host_shell.child_fd), "pyctr did not put the terminal in raw mode"
     host_shell.expect_exact("exit=0")
     host_shell.expect_exact("host$ ")
     assert stty_g(host_shell) == before
+    records = [json.loads(line) for line in (tmp_path / "pyctr.jsonl").read_text().splitlines()]
+    for record in records:
+        VALIDATOR.validate(record)
+    attached = [record for record in records if record["event"] == "terminal.attached"]
+    assert [(r["raw"], r["interactive"]) for r in attached] == [(True, False)]
 
 
 def test_terminal_settings_are_restored_after_sigkill(host_shell: pexpect.spawn,
@@ -161,8 +168,9 @@ def test_terminal_settings_are_restored_after_sigkill(host_shell: pexpect.spawn,
 
 
 def test_ctrl_z_stops_pyctr_and_its_container_and_fg_resumes(host_shell: pexpect.spawn,
-                                                             rootfs: Path) -> None:
-    host_shell.sendline(f"{CLI} --log-level error {rootfs} /bin/sh -c "
+                                                             rootfs: Path,
+                                                             tmp_path: Path) -> None:
+    host_shell.sendline(f"{CLI} --log-file pyctr.jsonl --log-format json {rootfs} /bin/sh -c "
                         "'while :; do echo t\"\"ick; sleep 0.1; done'")
     host_shell.expect_exact("tick")
     supervisor = supervisor_under(host_shell)
@@ -181,3 +189,28 @@ def test_ctrl_z_stops_pyctr_and_its_container_and_fg_resumes(host_shell: pexpect
     host_shell.expect_exact("host$ ")
     host_shell.sendline("echo exit=$?")
     host_shell.expect_exact(f"exit={128 + signal.SIGINT}")
+    records = [json.loads(line) for line in (tmp_path / "pyctr.jsonl").read_text().splitlines()]
+    for record in records:
+        VALIDATOR.validate(record)
+    events = [record["event"] for record in records]
+    suspended = events.index("supervisor.suspended")
+    assert events.index("supervisor.resumed") > suspended
+    assert records[suspended]["reason"] == "SIGTSTP"
+
+
+@pytest.mark.parametrize("interactive", [False, True])
+def test_stdin_from_a_terminal_needs_interactive(rootfs: Path, interactive: bool) -> None:
+    # As with docker run: without -i a terminal on stdin is not passed in (cat sees EOF).
+    options = ["-i"] if interactive else []
+    child = pexpect.spawn(CLI, ["--log-level", "error", *options, str(rootfs), "/bin/cat"],
+                          encoding="utf-8", timeout=15)
+    try:
+        if interactive:
+            child.sendline("typed line")
+            child.expect_exact("typed line")  # the terminal's echo
+            child.expect_exact("typed line")  # cat's copy
+            child.sendeof()
+        child.expect(pexpect.EOF)
+    finally:
+        child.close(force=True)
+    assert child.exitstatus == 0
