@@ -19,7 +19,7 @@ from pyctr import init as _init  # noqa: F401 - imported before the fork, so the
 
 from .config import ContainerConfig
 from .errors import EXIT_PYCTR_FAILED, PyctrError
-from .logfile import LogFile
+from .logfile import LogFile, LogSink
 from .options import PROG, CommandLine, help_text, parse
 from .signals import CLI_FORWARDED_SIGNALS
 from .spawn import spawn_init
@@ -27,7 +27,7 @@ from .terminal import HostTerminal, window_size
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from typing import NoReturn, TextIO
+    from typing import NoReturn
 
     from .result import ContainerResult
     from .spawn import InitProcess
@@ -53,7 +53,7 @@ def run_cli(argv: list[str]) -> int:
     config = _config_from(line)
     try:
         rootfs = config.check()
-        log_stream = _open_log_stream(line)
+        log_sink = _open_log_sink(line)
     except PyctrError as exc:
         return _fail(exc)
 
@@ -68,7 +68,7 @@ def run_cli(argv: list[str]) -> int:
                               window=window_size(0) if line.tty else (0, 0))
         except PyctrError as exc:
             return _fail(exc)
-        result = _supervise(init, config, line, log_stream, terminal)
+        result = _supervise(init, config, line, log_sink, terminal)
     finally:
         if terminal is not None:
             terminal.close()
@@ -78,17 +78,21 @@ def run_cli(argv: list[str]) -> int:
 
 
 def _supervise(init: InitProcess, config: ContainerConfig, line: CommandLine,
-               log_stream: TextIO | LogFile, terminal: HostTerminal | None) -> ContainerResult:
+               sink: LogSink, terminal: HostTerminal | None) -> ContainerResult:
     # The heavy imports, now that the container is already on its way.
     import trio
 
-    from .logs import configure, default_format
+    from .logs import CommitBeforeWait, configure, default_format
     from .supervise import supervise
 
-    configure(log_format=line.log_format or default_format(log_stream), level=line.log_level,
-              stream=log_stream)
-    return trio.run(lambda: supervise(init, config, forward_signals="signalfd",
-                                      terminal=terminal))
+    configure(log_format=line.log_format or default_format(sink), level=line.log_level,
+              sink=sink)
+    try:
+        return trio.run(lambda: supervise(init, config, forward_signals="signalfd",
+                                          terminal=terminal, commit_logs=sink.commit),
+                        instruments=[CommitBeforeWait(sink)])
+    finally:
+        sink.close()
 
 
 def _config_from(line: CommandLine) -> ContainerConfig:
@@ -101,9 +105,9 @@ def _config_from(line: CommandLine) -> ContainerConfig:
     )
 
 
-def _open_log_stream(line: CommandLine) -> TextIO | LogFile:
+def _open_log_sink(line: CommandLine) -> LogSink:
     if line.log_file is None:
-        return sys.stderr
+        return LogSink(2)
     return LogFile(line.log_file, max_size=line.log_max_size, max_files=line.log_max_files or 1)
 
 

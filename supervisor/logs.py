@@ -2,9 +2,9 @@
 
 The library never configures structlog: a program that runs containers keeps its own
 configuration and receives pyctr's events through it. The CLI calls ``configure`` once, in
-``main()``, with stderr or a ``LogFile`` as the destination. Records are JSON objects, one
-per line, with ``timestamp`` (RFC 3339, UTC), ``level``, ``event`` (a stable dotted name),
-``container`` and ``source`` first, or the same rendered for a human.
+``main()``, with a ``LogSink`` (stderr or a ``LogFile``) as the destination. Records are JSON
+objects, one per line, with ``timestamp`` (RFC 3339, UTC), ``level``, ``event`` (a stable
+dotted name), ``container`` and ``source`` first, or the same rendered for a human.
 """
 
 from __future__ import annotations
@@ -13,14 +13,15 @@ import json
 
 import orjson
 import structlog
+import trio
 
 from pyctr.protocol import utc_timestamp
 
-from .logfile import LogFile
+from .logfile import LogSink
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from typing import Any, TextIO
+    from typing import Any
 
     from structlog.typing import EventDict, WrappedLogger
 
@@ -50,16 +51,15 @@ def _first_keys(_: WrappedLogger, __: str, event_dict: EventDict) -> EventDict:
     return ordered
 
 
-def configure(*, log_format: str, level: str, stream: TextIO | LogFile) -> None:
+def configure(*, log_format: str, level: str, sink: LogSink) -> None:
     renderer: Any
     factory: Any
     if log_format == "json":
         renderer = structlog.processors.JSONRenderer(serializer=_dumps)
-        sink = stream if isinstance(stream, LogFile) else stream.buffer
         factory = structlog.BytesLoggerFactory(file=sink)  # type: ignore[arg-type] # duck-typed
     else:
-        renderer = structlog.dev.ConsoleRenderer(colors=stream.isatty())
-        factory = structlog.WriteLoggerFactory(file=stream)  # type: ignore[arg-type] # duck-typed
+        renderer = structlog.dev.ConsoleRenderer(colors=sink.isatty())
+        factory = structlog.WriteLoggerFactory(file=sink)  # type: ignore[arg-type] # duck-typed
     structlog.configure(
         processors=[
             structlog.contextvars.merge_contextvars,
@@ -75,5 +75,16 @@ def configure(*, log_format: str, level: str, stream: TextIO | LogFile) -> None:
     )
 
 
-def default_format(stream: TextIO | LogFile) -> str:
-    return "text" if stream.isatty() else "json"
+def default_format(sink: LogSink) -> str:
+    return "text" if sink.isatty() else "json"
+
+
+class CommitBeforeWait(trio.abc.Instrument):
+    """Writes the sink's waiting records whenever trio is about to wait for I/O: after each
+    batch of work, so records go out in few system calls yet never wait for long."""
+
+    def __init__(self, sink: LogSink) -> None:
+        self.sink = sink
+
+    def before_io_wait(self, timeout: float) -> None:
+        self.sink.commit()

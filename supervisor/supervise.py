@@ -51,6 +51,7 @@ from .terminal import HostTerminal, copy_from_terminal, copy_to_terminal, copy_w
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
+    from collections.abc import Callable
     from typing import Any
 
     from .config import ContainerConfig
@@ -89,11 +90,13 @@ class _Supervision:
     """State of one supervised container; one instance per ``supervise`` call."""
 
     def __init__(self, init: InitProcess, config: ContainerConfig,
-                 terminal: HostTerminal | None, *, job_control: bool) -> None:
+                 terminal: HostTerminal | None, *, job_control: bool,
+                 commit_logs: Callable[[], None] | None = None) -> None:
         self.init = init
         self.config = config
         self.terminal = terminal
         self.job_control = job_control
+        self.commit_logs = commit_logs
         self.master: int | None = None
         self.nursery: trio.Nursery | None = None
         self.readers: trio.Nursery | None = None
@@ -186,6 +189,8 @@ class _Supervision:
         if self.terminal is not None:
             self.terminal.restore()
         self.log.info("supervisor.suspended", reason=reason)
+        if self.commit_logs is not None:
+            self.commit_logs()  # a batching sink: the record must be out before we stop
         os.kill(os.getpid(), signal.SIGSTOP)
         if self.terminal is not None and self.master is not None:
             self.terminal.raw()
@@ -348,6 +353,7 @@ async def supervise(
     *,
     forward_signals: str | None = None,
     terminal: HostTerminal | None = None,
+    commit_logs: Callable[[], None] | None = None,
     task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED,
 ) -> ContainerResult:
     """Supervise ``init`` until it has exited and been reaped and its output is drained;
@@ -356,12 +362,14 @@ async def supervise(
     ``forward_signals`` is None (do not), ``"trio"`` (trio's receiver) or ``"signalfd"``
     (the CLI, whose forwarded signals are blocked in every thread; it also stops itself on
     SIGTSTP like a foreground job). ``terminal``: the user's terminal, put in raw mode while a
-    ``tty`` container runs and restored after. Cancelling the caller
+    ``tty`` container runs and restored after. ``commit_logs``: writes log records a batching
+    sink holds, called before the supervisor stops itself (job control). Cancelling the caller
     stops the container (stop signal, then SIGKILL after the stop timeout) before the
     cancellation carries on. ``task_status.started`` receives the init's host pid, so a
     container can be started with ``nursery.start``.
     """
-    state = _Supervision(init, config, terminal, job_control=forward_signals == "signalfd")
+    state = _Supervision(init, config, terminal, job_control=forward_signals == "signalfd",
+                         commit_logs=commit_logs)
     state.log.info("container.created", init_pid=init.pid, rootfs=config.rootfs,
                    hostname=config.hostname, command=config.command,
                    capture_output=config.capture_output)

@@ -1,13 +1,15 @@
-"""The line splitter behind --capture-output, and the lossless text of invalid UTF-8.
-Pure; needs no root."""
+"""The line splitter behind --capture-output, the lossless text of invalid UTF-8, and the
+batching log sink. Needs no root."""
 
 from __future__ import annotations
 
 import base64
+from pathlib import Path
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from pyctr.supervisor.logfile import LogFile, LogSink
 from pyctr.supervisor.output import LineSplitter, as_text
 
 
@@ -76,3 +78,29 @@ def test_invalid_utf8_is_kept_exactly_in_base64(data: bytes) -> None:
     else:
         assert base64.b64decode(raw) == data
         assert "\ufffd" in text
+
+
+def test_log_sink_writes_records_in_batches(tmp_path: Path) -> None:
+    path = tmp_path / "sink"
+    with open(path, "wb") as file:
+        sink = LogSink(file.fileno())
+        sink.write(b"one\n")
+        sink.flush()  # what structlog calls after each record: not yet a system call
+        sink.write("two\n")
+        assert path.read_bytes() == b""
+        sink.commit()
+        assert path.read_bytes() == b"one\ntwo\n"
+        big = b"x" * LogSink.BATCH_BYTES + b"\n"
+        sink.write(big)  # a full batch is written at once, without waiting for commit
+        assert path.read_bytes() == b"one\ntwo\n" + big
+
+
+def test_log_file_rotates_between_records_including_waiting_ones(tmp_path: Path) -> None:
+    path = tmp_path / "log.jsonl"
+    log = LogFile(str(path), max_size=10, max_files=2)
+    for record in (b"aaaa\n", b"bbbb\n", b"cccc\n"):
+        log.write(record)
+    log.close()
+    assert (tmp_path / "log.jsonl.1").read_bytes() == b"aaaa\nbbbb\n"
+    assert path.read_bytes() == b"cccc\n"
+    assert oct(path.stat().st_mode & 0o777) == oct(0o600)
