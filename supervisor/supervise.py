@@ -38,6 +38,7 @@ from pyctr.protocol.codec import HEADER_SIZE
 
 from .errors import EXIT_PYCTR_FAILED
 from .output import as_text, pump
+from .relay import copy_from_terminal, copy_to_terminal
 from .result import ContainerResult
 from .signalfd import describe_sender, open_signalfd, read_signals
 from .signals import (
@@ -47,7 +48,7 @@ from .signals import (
     STOP_SIGNALS,
     signal_name,
 )
-from .terminal import HostTerminal, copy_from_terminal, copy_to_terminal, copy_window_size
+from .terminal import HostTerminal, copy_window_size
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:

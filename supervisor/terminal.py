@@ -7,6 +7,9 @@ copies bytes both ways. It copies the window size at start and on SIGWINCH. It r
 terminal however it ends; and because a process killed with SIGKILL cannot restore anything,
 a tiny guard process forked before everything else holds the original settings and puts them
 back when the supervisor's end of a pipe closes without a word.
+
+The CLI uses this module before it forks the init, so it must stay light: the byte relays,
+which need trio, live in ``relay.py``.
 """
 
 from __future__ import annotations
@@ -17,8 +20,6 @@ import signal
 import struct
 import termios
 import tty
-
-import trio
 
 _WINSIZE = struct.Struct("HHHH")
 
@@ -89,43 +90,3 @@ class HostTerminal:
         if self.guard_pid is not None:
             os.waitpid(self.guard_pid, 0)
             self.guard_pid = None
-
-
-async def copy_to_terminal(master: int, out: int) -> None:
-    """The container's terminal output to ours, until the pty's last user is gone (EIO)."""
-    with trio.CancelScope(shield=True):  # ends by itself, like the output readers
-        while True:
-            try:
-                data = os.read(master, 65536)
-            except BlockingIOError:
-                await trio.lowlevel.wait_readable(master)
-                continue
-            except OSError:  # EIO: every process holding the slave side has exited
-                return
-            if not data:
-                return
-            _write_all(out, data)
-            await trio.lowlevel.checkpoint()
-
-
-async def copy_from_terminal(source: int, master: int) -> None:
-    """Our input to the container's terminal. ``source`` stays blocking (it may be shared
-    with the shell that started us), so wait for it to be readable before each read."""
-    while True:
-        await trio.lowlevel.wait_readable(source)
-        data = os.read(source, 65536)
-        if not data:
-            return
-        view = memoryview(data)
-        while view:
-            try:
-                view = view[os.write(master, view):]
-            except BlockingIOError:  # the program is not reading its input yet
-                await trio.lowlevel.wait_writable(master)
-
-
-def _write_all(fd: int, data: bytes) -> None:
-    """Write to our own (blocking) stdout."""
-    view = memoryview(data)
-    while view:
-        view = view[os.write(fd, view):]
