@@ -7,9 +7,9 @@ supervisor starts a fresh interpreter inside the new PID namespace instead.
 from __future__ import annotations
 
 import os
-import socket
 import sys
 
+from .cmodules import socket
 from .main import run
 
 if __name__ == "__main__":

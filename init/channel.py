@@ -4,10 +4,12 @@ log events init sends instead of writing logs itself."""
 from __future__ import annotations
 
 import select
-import socket
+import struct
 
 from pyctr.protocol import MAX_MESSAGE_SIZE, Log, Message, decode, encode, utc_timestamp
 from pyctr.protocol.codec import HEADER_SIZE
+
+from .cmodules import socket
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -24,7 +26,8 @@ class Channel:
 
     def send_with_descriptors(self, message: Message, fds: list[int]) -> None:
         """Send ``message`` with open file descriptors (SCM_RIGHTS) riding along."""
-        socket.send_fds(self.sock, [encode(message)], fds)
+        rights = struct.pack(f"{len(fds)}i", *fds)
+        self.sock.sendmsg([encode(message)], [(socket.SOL_SOCKET, socket.SCM_RIGHTS, rights)])
 
     def receive(self) -> Message | None:
         """The next message, or None when the supervisor has closed its end."""

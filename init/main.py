@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import errno as errno_codes
 import os
-import signal
 
 from pyctr.protocol import (
     PROTOCOL_VERSION,
@@ -32,6 +31,7 @@ from pyctr.protocol import (
 
 from . import elf, workload  # noqa: F401 - elf is used by workload after the root changes
 from .channel import Channel
+from .cmodules import signal
 from .rootfs import apply_plan, plan_root
 from .syscalls import (
     CLONE_NEWIPC,
@@ -46,9 +46,9 @@ from .syscalls import (
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    import socket
     from typing import NoReturn
 
+    from .cmodules import socket
     from .syscalls import Syscalls
 
 EXIT_SETUP_FAILED = 125

@@ -13,8 +13,9 @@ import ctypes
 import errno as errno_codes
 import fcntl
 import os
-import socket
 import struct
+
+from .cmodules import socket
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -188,7 +189,8 @@ class LinuxSyscalls:
         _check(_libc.sethostname(raw, len(raw)), "sethostname", name)
 
     def link_up(self, interface: str) -> None:
-        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        try:
             request = struct.pack("16sH14x", interface.encode(), 0)
             try:
                 reply = fcntl.ioctl(sock.fileno(), _SIOCGIFFLAGS, request)
@@ -197,3 +199,5 @@ class LinuxSyscalls:
                 fcntl.ioctl(sock.fileno(), _SIOCSIFFLAGS, request)
             except OSError as exc:
                 raise SyscallError(exc.errno or errno_codes.EIO, "bring up", interface) from None
+        finally:
+            sock.close()

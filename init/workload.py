@@ -12,12 +12,12 @@ from __future__ import annotations
 import errno as errno_codes
 import fcntl
 import os
-import signal
 import stat
 import struct
 import termios
 
 from . import elf
+from .cmodules import signal
 from .syscalls import reset_signal_disposition
 
 TYPE_CHECKING = False

@@ -12,10 +12,10 @@ also tells who sent each one.
 from __future__ import annotations
 
 import os
-import signal
 import sys
 
 from pyctr import init as _init  # noqa: F401 - imported before the fork, so the child has it
+from pyctr.init.cmodules import signal
 
 from .config import ContainerConfig
 from .errors import EXIT_PYCTR_FAILED, PyctrError

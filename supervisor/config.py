@@ -7,8 +7,8 @@ imported before that fork delays the workload's start.
 from __future__ import annotations
 
 import os
-import signal
 
+from pyctr.init.cmodules import signal
 from pyctr.protocol import Config
 
 from .errors import PyctrError

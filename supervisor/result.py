@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-import signal
-
 from .errors import EXIT_PYCTR_FAILED, PyctrError
+from .signals import signal_name
 
 
 class ContainerResult:
@@ -49,7 +48,7 @@ class ContainerResult:
 
     def __repr__(self) -> str:
         how = (f"error={self.error!r}" if self.error
-               else f"signal={signal.Signals(self.signal).name}" if self.signal
+               else f"signal={signal_name(self.signal)}" if self.signal
                else f"exit_code={self.exit_code}")
         return f"<ContainerResult {self.container} {how} duration={self.duration:.3f}s>"
 

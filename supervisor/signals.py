@@ -1,13 +1,14 @@
 """Which signals the supervisor passes on, and how they are named in logs. Kept apart from
-the trio loop so the CLI can block them before it forks the init and imports trio."""
+the trio loop so the CLI can block them before it forks the init and imports trio; plain
+numbers, because the ``signal`` module's enum costs milliseconds before that fork."""
 
 from __future__ import annotations
 
-import signal
+from pyctr.init.cmodules import signal
 
 # The CLI forwards every catchable signal (1-31) but SIGCHLD, which is about our own child.
 CLI_FORWARDED_SIGNALS = tuple(
-    signal.Signals(number) for number in range(1, 32)
+    number for number in range(1, 32)
     if number not in (signal.SIGKILL, signal.SIGSTOP, signal.SIGCHLD)
 )
 # A library caller forwards the ones a shell user sends (DESIGN.md, "Contracts").
@@ -23,10 +24,13 @@ JOB_CONTROL_SIGNALS = (signal.SIGTSTP, signal.SIGTTIN, signal.SIGTTOU)
 
 
 def signal_name(signum: int | None) -> str | None:
+    """``SIGTERM`` for 15; ``SIG34`` for a number without a name."""
     if signum is None:
         return None
+    import signal as named  # the enum: after the fork, or for an error message
+
     try:
-        return signal.Signals(signum).name
+        return named.Signals(signum).name
     except ValueError:
         return f"SIG{signum}"
 
@@ -37,8 +41,10 @@ def parse_signal(text: str) -> int | None:
     if name.isdigit():
         number = int(name)
         return number if 0 < number < signal.NSIG else None
+    import signal as named  # only when --stop-signal names a signal
+
     name = name if name.startswith("SIG") else f"SIG{name}"
     try:
-        return int(signal.Signals[name])
+        return int(named.Signals[name])
     except KeyError:
         return None

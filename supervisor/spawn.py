@@ -28,10 +28,10 @@ from __future__ import annotations
 
 import fcntl
 import os
-import socket
 import sys
 import time
 
+from pyctr.init.cmodules import socket
 from pyctr.init.syscalls import CLONE_NEWPID, SyscallError, setns, unshare
 from pyctr.protocol import Hello, ProtocolError, encode
 

@@ -369,6 +369,8 @@ async def supervise(
     cancellation carries on. ``task_status.started`` receives the init's host pid, so a
     container can be started with ``nursery.start``.
     """
+    # spawn_init made our end with the C module (init/cmodules.py); trio wants the class.
+    init.sock = socket.socket(fileno=init.sock.detach())
     state = _Supervision(init, config, terminal, job_control=forward_signals == "signalfd",
                          commit_logs=commit_logs)
     state.log.info("container.created", init_pid=init.pid, rootfs=config.rootfs,

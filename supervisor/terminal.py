@@ -16,10 +16,11 @@ from __future__ import annotations
 
 import fcntl
 import os
-import signal
 import struct
 import termios
 import tty
+
+from pyctr.init.cmodules import signal
 
 _WINSIZE = struct.Struct("HHHH")
 

@@ -1,0 +1,28 @@
+"""What the CLI loads before it forks the init: everything imported then delays the
+workload's start (issue "Fast"), so the heavy and the merely slow modules must stay out.
+This counts modules, not milliseconds: timings belong to bench/startup."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+
+# trio and structlog (~120 ms together here) wait until after the fork. enum (pulled in by
+# the signal and socket wrappers), re (glob, argparse), selectors, argparse, dataclasses,
+# json and typing cost milliseconds each.
+KEPT_OUT = ("trio", "structlog", "orjson", "enum", "re", "selectors", "argparse",
+            "dataclasses", "json", "typing", "glob", "socket", "signal", "subprocess")
+
+
+@pytest.mark.parametrize("entry", ["pyctr.supervisor.cli", "pyctr.init"])
+def test_nothing_heavy_before_the_fork(entry: str) -> None:
+    # An editable install's import hook brings re and enum along when the first pyctr module
+    # is found: what was loaded by then is not ours, so the probe starts after it.
+    probe = ("import sys; import pyctr.protocol.errors; before = set(sys.modules); "
+             f"import {entry}; "
+             f"print(' '.join(sorted(set({KEPT_OUT!r}) & (set(sys.modules) - before))))")
+    loaded = subprocess.run([sys.executable, "-I", "-c", probe], capture_output=True,
+                            text=True, check=True).stdout.split()
+    assert loaded == []
