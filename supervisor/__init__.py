@@ -13,9 +13,10 @@ from .result import ContainerFailed, ContainerResult
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from .api import run
+    from .supervise import Container
 
-__all__ = ["ContainerConfig", "ContainerFailed", "ContainerResult", "PyctrError", "UsageError",
-           "run"]
+__all__ = ["Container", "ContainerConfig", "ContainerFailed", "ContainerResult", "PyctrError",
+           "UsageError", "run"]
 
 
 def __getattr__(name: str) -> object:
@@ -23,4 +24,8 @@ def __getattr__(name: str) -> object:
         from .api import run
 
         return run
+    if name == "Container":
+        from .supervise import Container
+
+        return Container
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

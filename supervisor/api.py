@@ -4,8 +4,14 @@
     from pyctr.supervisor import ContainerConfig, run
 
     async def main():
-        result = await run(ContainerConfig("./rootfs", ["/bin/echo", "hello"]))
-        print(result.exit_code, result.duration)
+        result = await run(ContainerConfig("./rootfs", ["/bin/echo", "hello"]),
+                           capture_stdout=True)
+        print(result.exit_code, result.stdout, result.duration)
+
+        async with trio.open_nursery() as nursery:  # a long-running one, stopped later
+            container = await nursery.start(run, ContainerConfig("./rootfs", ["sleep", "1d"]))
+            ...
+            container.stop()
 
     trio.run(main)
 
@@ -17,8 +23,9 @@ from __future__ import annotations
 
 import trio
 
+from .errors import PyctrError
 from .spawn import spawn_init
-from .supervise import supervise
+from .supervise import Container, supervise
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -30,23 +37,37 @@ async def run(
     config: ContainerConfig,
     *,
     check: bool = False,
+    capture_stdout: bool = False,
+    capture_stderr: bool = False,
+    stdin: bytes | None = None,
     forward_signals: bool = False,
-    task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED,
+    task_status: trio.TaskStatus[Container] = trio.TASK_STATUS_IGNORED,
 ) -> ContainerResult:
-    """Run one container to completion and return how it ended.
+    """Run one container to completion and return how it ended, as ``trio.run_process`` runs
+    a process.
 
     Raises PyctrError (with the one-line explanation) when the host cannot run it at all
     (not root, rootfs missing, ...). A container that was set up but whose command failed to
     start returns a result with ``error`` and ``message`` set; with ``check=True`` any non-zero
-    exit raises ContainerFailed instead. Cancelling the caller stops the container: its stop
-    signal, SIGKILL after ``config.stop_timeout``. ``forward_signals=True`` relays the
-    process's SIGINT, SIGTERM, SIGHUP, ... to the container, as the CLI does (main thread
-    only). With ``nursery.start(run, config)`` the start value is the init's host pid.
+    exit raises ContainerFailed instead. ``capture_stdout``/``capture_stderr``: the workload's
+    output, as bytes, in ``result.stdout``/``result.stderr`` (instead of this process's own
+    stdout/stderr; not together with ``config.capture_output``, which makes log records of
+    it). ``stdin``: bytes the workload reads on its stdin, which then ends. Cancelling the
+    caller stops the container: its stop signal, SIGKILL after ``config.stop_timeout``.
+    ``forward_signals=True`` relays the process's SIGINT, SIGTERM, SIGHUP, ... to the
+    container, as the CLI does (main thread only). With ``nursery.start(run, config)`` the
+    start value is a ``Container``, to signal or stop it while it runs.
     """
+    collect = tuple(stream for stream, wanted in (("stdout", capture_stdout),
+                                                  ("stderr", capture_stderr)) if wanted)
+    if collect and config.capture_output:
+        raise PyctrError("capture_stdout/capture_stderr and capture_output=True cannot be "
+                         "combined: the output goes either to result or to log records",
+                         error="usage.invalid")
     rootfs = config.check()
-    init = spawn_init(config, rootfs, fork=False)
+    init = spawn_init(config, rootfs, fork=False, collect=collect, stdin=stdin is not None)
     result = await supervise(init, config, forward_signals="trio" if forward_signals else None,
-                             task_status=task_status)
+                             collect_output=collect, stdin=stdin, task_status=task_status)
     if check:
         result.check_returncode()
     return result

@@ -89,6 +89,41 @@ def as_text(piece: bytes) -> tuple[str, str | None]:
         return piece.decode("utf-8", "replace"), base64.b64encode(piece).decode("ascii")
 
 
+async def collect(fd: int, into: bytearray) -> None:
+    """Read ``fd`` (non-blocking) to end of file into ``into``; close it. For the library's
+    ``capture_stdout``/``capture_stderr``: the bytes as they are, no records."""
+    with trio.CancelScope(shield=True):  # ends by itself, like pump
+        try:
+            while True:
+                try:
+                    data = os.read(fd, READ_SIZE)
+                except BlockingIOError:
+                    await trio.lowlevel.wait_readable(fd)
+                    continue
+                if not data:
+                    return
+                into += data
+                await trio.lowlevel.checkpoint()
+        finally:
+            os.close(fd)
+
+
+async def feed(fd: int, data: bytes) -> None:
+    """Write ``data`` to the non-blocking ``fd`` (the workload's stdin), then close it so the
+    workload sees end of file. Cancelled when the container has gone without reading it."""
+    view = memoryview(data)
+    try:
+        while view:
+            try:
+                view = view[os.write(fd, view):]
+            except BlockingIOError:
+                await trio.lowlevel.wait_writable(fd)
+            except BrokenPipeError:
+                return  # nothing in the container reads its stdin any more
+    finally:
+        os.close(fd)
+
+
 async def pump(fd: int, stream: str, emit: Callable[[str, bytes, bool], None]) -> None:
     """Read ``fd`` (non-blocking) to end of file, emitting each piece; close it."""
     splitter = LineSplitter()

@@ -16,7 +16,7 @@ class ContainerResult:
     """
 
     __slots__ = ("command", "container", "cpu_seconds", "duration", "error", "exit_code",
-                 "host_pid", "max_rss_kib", "message", "pid", "signal")
+                 "host_pid", "max_rss_kib", "message", "pid", "signal", "stderr", "stdout")
 
     def __init__(self, container: str, command: list[str]) -> None:
         self.container = container
@@ -30,6 +30,9 @@ class ContainerResult:
         self.duration = 0.0
         self.cpu_seconds = 0.0
         self.max_rss_kib = 0
+        self.stdout: bytes | None = None
+        """What the workload wrote to stdout, with ``run(..., capture_stdout=True)``."""
+        self.stderr: bytes | None = None
 
     @property
     def returncode(self) -> int:

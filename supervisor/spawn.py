@@ -19,9 +19,11 @@ Either way the Hello and Config messages are queued on the socket before the ini
 it never waits for the supervisor. Our end of the socket has SO_PASSCRED set before anything is
 sent, so every message arrives with its sender's pid as seen from the host.
 
-With output capture, the init's stdout and stderr are the write ends of two pipes (which the
-workload and all its descendants inherit); the supervisor keeps only the read ends. Without
-``interactive``, a terminal on stdin is replaced by /dev/null, as ``docker run`` without -i.
+With output capture (as log records, or collected as bytes for the library), the init's stdout
+and stderr are the write ends of pipes (which the workload and all its descendants inherit);
+the supervisor keeps only the read ends. With ``stdin`` bytes, stdin is a pipe the supervisor
+feeds. Without ``interactive``, a terminal on stdin is replaced by /dev/null, as ``docker run``
+without -i.
 """
 
 from __future__ import annotations
@@ -49,15 +51,18 @@ STREAMS = ("stdout", "stderr")
 
 
 class InitProcess:
-    """A started init: its host pid, our end of the socketpair, a pidfd to wait on, and the
-    read ends of the output pipes (stream name to fd) when output is captured."""
+    """A started init: its host pid, our end of the socketpair, a pidfd to wait on, the read
+    ends of the output pipes (stream name to fd) when output is captured, and the write end
+    of its stdin pipe when the caller gave stdin bytes."""
 
-    __slots__ = ("output", "pid", "pidfd", "sock", "started")
+    __slots__ = ("output", "pid", "pidfd", "sock", "started", "stdin")
 
-    def __init__(self, pid: int, sock: socket.socket, output: dict[str, int]) -> None:
+    def __init__(self, pid: int, sock: socket.socket, output: dict[str, int],
+                 stdin: int | None = None) -> None:
         self.pid = pid
         self.sock = sock
         self.output = output
+        self.stdin = stdin
         self.pidfd = os.pidfd_open(pid)
         self.started = time.monotonic()
 
@@ -65,12 +70,21 @@ class InitProcess:
         """Release what is still open (the output readers close their own ends)."""
         self.sock.close()
         os.close(self.pidfd)
+        for fd in self.output.values():
+            os.close(fd)
+        self.output = {}
+        if self.stdin is not None:
+            os.close(self.stdin)
+            self.stdin = None
 
 
 def spawn_init(config: ContainerConfig, rootfs: str, *, fork: bool,
-               window: tuple[int, int] = (0, 0)) -> InitProcess:
+               window: tuple[int, int] = (0, 0), collect: tuple[str, ...] = (),
+               stdin: bool = False) -> InitProcess:
     """Start the init for ``config`` (``rootfs`` as returned by ``config.check()``);
-    ``window`` is the (rows, columns) a terminal starts with."""
+    ``window`` is the (rows, columns) a terminal starts with. ``collect`` names the streams
+    (``stdout``, ``stderr``) to pipe to us besides those ``config.capture_output`` pipes;
+    ``stdin``: give the init a stdin pipe whose write end we keep."""
     try:
         queued = [encode(Hello()), encode(config.to_message(rootfs, *window))]
     except ProtocolError as exc:
@@ -89,23 +103,27 @@ def spawn_init(config: ContainerConfig, rootfs: str, *, fork: bool,
     # The init's own standard streams, where they are not simply ours: target fd -> source.
     stdio: dict[int, int] = {}
     readers: dict[str, int] = {}
-    if not config.interactive and os.isatty(0):
+    feeder: int | None = None
+    if stdin:
+        stdio[0], feeder = os.pipe2(os.O_CLOEXEC)
+        os.set_blocking(feeder, False)
+    elif not config.interactive and os.isatty(0):
         stdio[0] = os.open(os.devnull, os.O_RDONLY | os.O_CLOEXEC)
-    if config.capture_output:
-        for target, stream in enumerate(STREAMS, start=1):
+    for target, stream in enumerate(STREAMS, start=1):
+        if config.capture_output or stream in collect:
             readers[stream], stdio[target] = _output_pipe()
     try:
         pid = _start_in_new_pid_namespace(ours, theirs, stdio, fork=fork)
     except BaseException:
         ours.close()
-        for fd in readers.values():
+        for fd in [*readers.values(), *([] if feeder is None else [feeder])]:
             os.close(fd)
         raise
     finally:
         theirs.close()
         for fd in stdio.values():
             os.close(fd)
-    return InitProcess(pid, ours, readers)
+    return InitProcess(pid, ours, readers, feeder)
 
 
 def _output_pipe() -> tuple[int, int]:

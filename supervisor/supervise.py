@@ -37,7 +37,7 @@ from pyctr.protocol import (
 from pyctr.protocol.codec import HEADER_SIZE
 
 from .errors import EXIT_PYCTR_FAILED
-from .output import as_text, pump
+from .output import as_text, collect, feed, pump
 from .relay import copy_from_terminal, copy_to_terminal
 from .result import ContainerResult
 from .signalfd import describe_sender, open_signalfd, read_signals
@@ -87,6 +87,36 @@ class _Ancillary:
         self.fds = []
 
 
+class Container:
+    """A running container, as ``await nursery.start(run, config)`` returns it (the way
+    ``nursery.start(trio.run_process, ...)`` returns a process)."""
+
+    __slots__ = ("_state", "init_pid", "name")
+
+    def __init__(self, state: _Supervision) -> None:
+        self._state = state
+        self.name = state.config.name
+        self.init_pid = state.init.pid
+        """The init's pid as the host sees it."""
+
+    def send_signal(self, signum: int) -> bool:
+        """Send ``signum`` into the container (the init relays it to the workload, as a
+        forwarded signal); False when the container is already gone."""
+        return self._state.send(signum)
+
+    def stop(self) -> None:
+        """Ask the container to stop: its stop signal, then SIGKILL after the stop timeout (a
+        second call kills at once). ``run`` returns once it has exited."""
+        assert self._state.nursery is not None
+        self._state.log.info("container.stopping", reason="stop requested",
+                             stop_signal=signal_name(self._state.config.first_stop_signal))
+        self._state.send(self._state.config.first_stop_signal)
+        self._state.stop(self._state.nursery, "stop requested")
+
+    def __repr__(self) -> str:
+        return f"<Container {self.name} init_pid={self.init_pid}>"
+
+
 class _Supervision:
     """State of one supervised container; one instance per ``supervise`` call."""
 
@@ -111,12 +141,17 @@ class _Supervision:
         self.killed = False
         self.exit_reason: str | None = None
         self.exit_logged = False
+        self.reaped = False
 
     # -- signals sent to the container -----------------------------------------------------
 
     def send(self, signum: int) -> bool:
+        # Through the pidfd, and never after the reap: a reaped init's pid may already belong
+        # to some other process of the host.
+        if self.reaped:
+            return False
         try:
-            os.kill(self.init.pid, signum)
+            signal.pidfd_send_signal(self.init.pidfd, signum)
         except ProcessLookupError:
             return False
         return True
@@ -330,6 +365,7 @@ class _Supervision:
     async def reap(self) -> None:
         await trio.lowlevel.wait_readable(self.init.pidfd)
         _, status, usage = os.wait4(self.init.pid, 0)
+        self.reaped = True
         self.result.cpu_seconds = usage.ru_utime + usage.ru_stime
         self.result.max_rss_kib = usage.ru_maxrss
         if not self.result.duration:
@@ -355,7 +391,9 @@ async def supervise(
     forward_signals: str | None = None,
     terminal: HostTerminal | None = None,
     commit_logs: Callable[[], None] | None = None,
-    task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED,
+    collect_output: tuple[str, ...] = (),
+    stdin: bytes | None = None,
+    task_status: trio.TaskStatus[Container] = trio.TASK_STATUS_IGNORED,
 ) -> ContainerResult:
     """Supervise ``init`` until it has exited and been reaped and its output is drained;
     release it; return the result.
@@ -364,9 +402,11 @@ async def supervise(
     (the CLI, whose forwarded signals are blocked in every thread; it also stops itself on
     SIGTSTP like a foreground job). ``terminal``: the user's terminal, put in raw mode while a
     ``tty`` container runs and restored after. ``commit_logs``: writes log records a batching
-    sink holds, called before the supervisor stops itself (job control). Cancelling the caller
-    stops the container (stop signal, then SIGKILL after the stop timeout) before the
-    cancellation carries on. ``task_status.started`` receives the init's host pid, so a
+    sink holds, called before the supervisor stops itself (job control). ``collect_output``:
+    the streams among ``init.output`` whose bytes go to ``result.stdout``/``result.stderr``
+    rather than to log records; ``stdin``: bytes for the init's stdin pipe. Cancelling the
+    caller stops the container (stop signal, then SIGKILL after the stop timeout) before the
+    cancellation carries on. ``task_status.started`` receives a ``Container``, so a
     container can be started with ``nursery.start``.
     """
     # spawn_init made our end with the C module (init/cmodules.py); trio wants the class.
@@ -383,7 +423,10 @@ async def supervise(
                 await nursery.start(state.forward_with_signalfd, nursery)
             elif forward_signals == "trio":
                 await nursery.start(state.forward_with_trio, nursery)
-            task_status.started(init.pid)
+            if init.stdin is not None:
+                nursery.start_soon(feed, init.stdin, stdin or b"")
+                init.stdin = None  # feed closes it
+            task_status.started(Container(state))
             # The output readers end by themselves at end of file, once every process of the
             # container is gone; this nursery waits for them.
             async with trio.open_nursery() as readers:
@@ -391,8 +434,13 @@ async def supervise(
                 # What the init has sent while we were starting (usually up to the workload's
                 # start) is logged before any of the workload's output.
                 state.drain_messages()
+                collected: dict[str, bytearray] = {}
                 for stream, fd in init.output.items():
-                    readers.start_soon(pump, fd, stream, state.emit_output)
+                    if stream in collect_output:
+                        collected[stream] = bytearray()
+                        readers.start_soon(collect, fd, collected[stream])
+                    else:
+                        readers.start_soon(pump, fd, stream, state.emit_output)
                 init.output = {}  # the readers own (and close) them now
                 try:
                     await state.read_messages()
@@ -401,11 +449,13 @@ async def supervise(
                     with trio.CancelScope(shield=True):
                         await _stop_for_cancellation(state)
                     raise
+            if "stdout" in collected:
+                state.result.stdout = bytes(collected["stdout"])
+            if "stderr" in collected:
+                state.result.stderr = bytes(collected["stderr"])
             nursery.cancel_scope.cancel()
     finally:
         state.log_exit()
-        for fd in init.output.values():
-            os.close(fd)
         if state.master is not None:
             os.close(state.master)
         if terminal is not None:

@@ -13,7 +13,14 @@ import structlog
 import trio
 from conftest import requires_root
 
-from pyctr.supervisor import ContainerConfig, ContainerFailed, PyctrError, run
+from pyctr.supervisor import (
+    Container,
+    ContainerConfig,
+    ContainerFailed,
+    ContainerResult,
+    PyctrError,
+    run,
+)
 
 pytestmark = requires_root
 
@@ -68,7 +75,8 @@ async def test_cancellation_stops_the_container(rootfs: Path) -> None:
     began = time.monotonic()
     with trio.move_on_after(0.5) as scope:
         async with trio.open_nursery() as nursery:
-            init_pid = await nursery.start(run, config)
+            container = await nursery.start(run, config)
+            init_pid = container.init_pid
     assert scope.cancelled_caught
     assert init_pid is not None
     assert time.monotonic() - began < 5, "SIGTERM should have stopped sleep at once"
@@ -100,3 +108,48 @@ async def test_stop_signal_is_configurable(rootfs: Path) -> None:
         await run(config)
     exited = [entry for entry in logs if entry["event"] == "workload.exited"]
     assert exited and exited[0]["exit_code"] == 42
+
+
+async def test_output_and_input_as_bytes(rootfs: Path) -> None:
+    script = "cat; printf 'to stderr\\n' >&2; printf '\\377'"
+    result = await run(ContainerConfig(rootfs, ["/bin/sh", "-c", script]),
+                       capture_stdout=True, capture_stderr=True, stdin=b"in\x00put\n")
+    assert result.exit_code == 0
+    assert result.stdout == b"in\x00put\n\xff"  # exact bytes, not text
+    assert result.stderr == b"to stderr\n"
+
+
+async def test_stdin_bytes_end_even_if_never_read(rootfs: Path) -> None:
+    result = await run(ContainerConfig(rootfs, ["/bin/true"]), stdin=b"x" * (1 << 20),
+                       capture_stdout=True)
+    assert (result.exit_code, result.stdout) == (0, b"")
+
+
+async def test_capture_as_bytes_and_as_records_do_not_mix(rootfs: Path) -> None:
+    with pytest.raises(PyctrError, match="cannot be combined"):
+        await run(ContainerConfig(rootfs, ["/bin/true"], capture_output=True),
+                  capture_stdout=True)
+
+
+async def test_a_started_container_can_be_signalled_and_stopped(rootfs: Path) -> None:
+    script = ('trap "echo got USR1" USR1; trap "echo stopping; exit 5" TERM; echo ready; '
+              "while :; do sleep 0.02; done")
+    config = ContainerConfig(rootfs, ["/bin/sh", "-c", script], name="handle")
+    results: list[ContainerResult] = []
+
+    async def run_it(task_status: trio.TaskStatus[Container]) -> None:
+        results.append(await run(config, capture_stdout=True, task_status=task_status))
+
+    async with trio.open_nursery() as nursery:
+        container = await nursery.start(run_it)
+        assert isinstance(container, Container) and container.name == "handle"
+        assert os.path.exists(f"/proc/{container.init_pid}")
+        await trio.sleep(0.3)  # the traps are set once "ready" is out; give it time
+        assert container.send_signal(signal.SIGUSR1)
+        await trio.sleep(0.2)
+        container.stop()
+    [result] = results
+    assert result.exit_code == 5
+    assert result.stdout is not None
+    assert result.stdout.decode().splitlines() == ["ready", "got USR1", "stopping"]
+    assert not container.send_signal(signal.SIGUSR1), "the container is gone"
