@@ -28,12 +28,14 @@ venv: $(PY)
 
 # System-wide: a private venv in $(SYSTEM_VENV) and a link on root's PATH, so that
 # `sudo pyctr-supervise` works without activating anything.
-# pip is upgraded first: the console script that pip 23 writes imports re (~5 ms on every
-# start of pyctr-supervise); newer ones do not.
+# Every start of pyctr-supervise pays for what this environment loads: pip is upgraded first
+# (the console script pip 23 writes imports re, ~5 ms), and setuptools, which pip's isolated
+# builds do not need here, goes afterwards (its .pth hook runs at every interpreter start).
 install: | host-deps
 	$(PYTHON) -m venv $(SYSTEM_VENV)
 	$(SYSTEM_VENV)/bin/python -m pip install -q --upgrade pip
 	$(SYSTEM_VENV)/bin/python -m pip install -q .
+	$(SYSTEM_VENV)/bin/python -m pip uninstall -q -y setuptools
 	ln -sf $(SYSTEM_VENV)/bin/pyctr-supervise $(PREFIX)/bin/pyctr-supervise
 	@echo "installed: $(PREFIX)/bin/pyctr-supervise"
 
