@@ -86,6 +86,9 @@ def _run(channel: Channel) -> int:
     if channel.peer_gone():
         return EXIT_SETUP_FAILED
     set_process_name("pyctr-init")
+    # Inherited SIG_IGN for SIGCHLD would make the kernel reap our children for us, and the
+    # workload's exit status would be lost.
+    signal.signal(signal.SIGCHLD, signal.SIG_DFL)
     keep = channel.sock.fileno()
     os.closerange(3, keep)
     os.closerange(keep + 1, 1 << 20)
@@ -96,6 +99,7 @@ def _run(channel: Channel) -> int:
     if isinstance(config, SetupFailed):
         channel.send(config)
         return config.exit_code
+    channel.show_from(config.log_level)
     sys = LinuxSyscalls()
     try:
         mounts = build_container(config, sys, channel)

@@ -32,7 +32,7 @@ if TYPE_CHECKING:
 
     from .codec import Value
 
-PROTOCOL_VERSION = 1
+PROTOCOL_VERSION = 2
 
 _second_cache: list[object] = [-1, ""]
 
@@ -85,10 +85,12 @@ class Config(Message):
     """What init must build and run. ``rootfs`` is an absolute host path; ``argv[0]`` is
     looked up in the container's PATH unless it contains a slash. ``signal_group``: relay
     signals to the workload's whole process group (else to its main process only). ``tty``:
-    give the workload a pseudo-terminal of ``rows`` x ``columns`` (0 when unknown)."""
+    give the workload a pseudo-terminal of ``rows`` x ``columns`` (0 when unknown).
+    ``log_level``: the least severe of init's log events the supervisor will show; init does
+    not send the others (each costs an encode and a send on the way to the exec)."""
 
-    __slots__ = ("argv", "chroot", "columns", "container", "cwd", "env", "hostname", "rootfs",
-                 "rows", "signal_group", "tty")
+    __slots__ = ("argv", "chroot", "columns", "container", "cwd", "env", "hostname",
+                 "log_level", "rootfs", "rows", "signal_group", "tty")
     TYPE = "config"
     FIELDS = (
         ("container", "str"),
@@ -102,6 +104,7 @@ class Config(Message):
         ("tty", "bool"),
         ("rows", "int"),
         ("columns", "int"),
+        ("log_level", "str"),
     )
 
     def __init__(
@@ -117,6 +120,7 @@ class Config(Message):
         tty: bool = False,
         rows: int = 0,
         columns: int = 0,
+        log_level: str = "debug",
     ) -> None:
         self.container = container
         self.rootfs = rootfs
@@ -129,6 +133,7 @@ class Config(Message):
         self.tty = tty
         self.rows = rows
         self.columns = columns
+        self.log_level = log_level
 
 
 class Log(Message):

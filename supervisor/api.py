@@ -15,12 +15,16 @@
 
     trio.run(main)
 
-The init is started from a fresh interpreter (not forked), so this is safe in a program that
-has threads. Events go through the caller's structlog configuration.
+The init is forked from the calling process when it has no other thread (cheap: the init's
+modules are already imported), and started as a fresh interpreter otherwise, which is safe
+whatever threads the program runs. Events go through the caller's structlog configuration.
 """
 
 from __future__ import annotations
 
+import threading
+
+import structlog
 import trio
 
 from .errors import PyctrError
@@ -65,9 +69,21 @@ async def run(
                          "combined: the output goes either to result or to log records",
                          error="usage.invalid")
     rootfs = config.check()
-    init = spawn_init(config, rootfs, fork=False, collect=collect, stdin=stdin is not None)
+    init = spawn_init(config, rootfs, fork=threading.active_count() == 1, collect=collect,
+                      stdin=stdin is not None, log_level=_shown_level())
     result = await supervise(init, config, forward_signals="trio" if forward_signals else None,
                              collect_output=collect, stdin=stdin, task_status=task_status)
     if check:
         result.check_returncode()
     return result
+
+
+def _shown_level() -> str:
+    """The least severe level the caller's structlog configuration lets through, when it
+    says (filtering bound loggers do); else everything is sent."""
+    level = getattr(structlog.get_logger("pyctr"), "get_effective_level", None)
+    if level is None:
+        return "debug"
+    number = level()
+    return next((name for limit, name in ((10, "debug"), (20, "info"), (30, "warning"),
+                                          (40, "error")) if number <= limit), "critical")

@@ -65,7 +65,8 @@ def run_cli(argv: list[str]) -> int:
     try:
         try:
             init = spawn_init(config, rootfs, fork=True,
-                              window=window_size(0) if line.tty else (0, 0))
+                              window=window_size(0) if line.tty else (0, 0),
+                              log_level=line.log_level)
         except PyctrError as exc:
             return _fail(exc)
         result = _supervise(init, config, line, log_sink, terminal)

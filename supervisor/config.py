@@ -122,7 +122,8 @@ class ContainerConfig:
     def first_stop_signal(self) -> int:
         return signal.SIGTERM if self.stop_signal is None else self.stop_signal
 
-    def to_message(self, rootfs: str, rows: int = 0, columns: int = 0) -> Config:
+    def to_message(self, rootfs: str, rows: int = 0, columns: int = 0,
+                   log_level: str = "debug") -> Config:
         return Config(
             container=self.name,
             rootfs=rootfs,
@@ -135,4 +136,5 @@ class ContainerConfig:
             tty=self.tty,
             rows=rows,
             columns=columns,
+            log_level=log_level,
         )

@@ -8,12 +8,16 @@ namespaces itself.
 
 Two ways to start the init, one init:
 
-- ``fork=True`` (the CLI): fork this very interpreter. The CLI does this before importing trio
+- ``fork=True``: fork this very interpreter. The CLI does this before importing trio
   (~100 ms), so the container is built and the workload runs while the supervisor is still
-  starting up. The child never returns into the caller's code.
-- ``fork=False`` (the library, inside a running trio program): forking a process that may have
-  other threads is unsafe, so a fresh interpreter runs ``python -m pyctr.init FD`` instead,
-  started with posix_spawn.
+  starting up; the library does it too when the calling program has no other thread, which is
+  the case for a trio program that has not used ``trio.to_thread``. The child never returns
+  into the caller's code, never awaits, and drops what it inherited (descriptors, trio's
+  signal wake-up fd) before doing anything else.
+- ``fork=False`` (the library, in a program with other threads): forking a process with other
+  threads is unsafe (a lock one of them holds stays held in the child for ever), so a fresh
+  interpreter runs ``python -m pyctr.init FD`` instead, started with posix_spawn. It costs a
+  Python start-up and the init's imports, some 20 ms of CPU, per container.
 
 Either way the Hello and Config messages are queued on the socket before the init exists, so
 it never waits for the supervisor. Our end of the socket has SO_PASSCRED set before anything is
@@ -33,7 +37,7 @@ import os
 import sys
 import time
 
-from pyctr.init.cmodules import socket
+from pyctr.init.cmodules import signal, socket
 from pyctr.init.syscalls import CLONE_NEWPID, SyscallError, setns, unshare
 from pyctr.protocol import Hello, ProtocolError, encode
 
@@ -80,13 +84,14 @@ class InitProcess:
 
 def spawn_init(config: ContainerConfig, rootfs: str, *, fork: bool,
                window: tuple[int, int] = (0, 0), collect: tuple[str, ...] = (),
-               stdin: bool = False) -> InitProcess:
+               stdin: bool = False, log_level: str = "debug") -> InitProcess:
     """Start the init for ``config`` (``rootfs`` as returned by ``config.check()``);
     ``window`` is the (rows, columns) a terminal starts with. ``collect`` names the streams
     (``stdout``, ``stderr``) to pipe to us besides those ``config.capture_output`` pipes;
-    ``stdin``: give the init a stdin pipe whose write end we keep."""
+    ``stdin``: give the init a stdin pipe whose write end we keep. ``log_level``: the least
+    severe init event that will be shown (init sends no others)."""
     try:
-        queued = [encode(Hello()), encode(config.to_message(rootfs, *window))]
+        queued = [encode(Hello()), encode(config.to_message(rootfs, *window, log_level))]
     except ProtocolError as exc:
         raise PyctrError(f"command line and environment are too large to send to init: {exc}",
                          error="config.too_large") from None
@@ -152,6 +157,7 @@ def _start_in_new_pid_namespace(ours: socket.socket, theirs: socket.socket,
             if fork:
                 pid = os.fork()
                 if pid == 0:  # pragma: no cover - the child is the init; it never returns
+                    signal.set_wakeup_fd(-1)  # a trio caller's: not ours to write to
                     ours.close()
                     for target, source in stdio.items():
                         os.dup2(source, target)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import signal
+import threading
 import time
 from pathlib import Path
 
@@ -153,3 +154,32 @@ async def test_a_started_container_can_be_signalled_and_stopped(rootfs: Path) ->
     assert result.stdout is not None
     assert result.stdout.decode().splitlines() == ["ready", "got USR1", "stopping"]
     assert not container.send_signal(signal.SIGUSR1), "the container is gone"
+
+
+@pytest.mark.parametrize("other_thread", [False, True], ids=["forked", "fresh-interpreter"])
+async def test_the_init_is_forked_unless_another_thread_runs(rootfs: Path,
+                                                             other_thread: bool) -> None:
+    release = threading.Event()
+    helper = threading.Thread(target=release.wait)
+    results: list[ContainerResult] = []
+
+    async def run_it(task_status: trio.TaskStatus[Container]) -> None:
+        config = ContainerConfig(rootfs, ["/bin/sh", "-c", "echo ready; exec sleep 5"])
+        results.append(await run(config, capture_stdout=True, task_status=task_status))
+
+    if other_thread:
+        helper.start()
+    try:
+        async with trio.open_nursery() as nursery:
+            container = await nursery.start(run_it)
+            await trio.sleep(0.3)  # posix_spawn returns before exec has set the arguments
+            with open(f"/proc/{container.init_pid}/cmdline", "rb") as file:
+                command = file.read().split(b"\0")
+            container.stop()
+    finally:
+        release.set()
+        if other_thread:
+            helper.join()
+    [result] = results
+    assert (result.error, result.stdout, result.exit_code) == (None, b"ready\n", 143)
+    assert (b"pyctr.init" in command) == other_thread, command

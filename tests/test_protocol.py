@@ -142,7 +142,7 @@ def test_unknown_message_type() -> None:
         (["workload_exited", {"code": "0", "signal": None}], "wrong optional kind"),
         (["config", {"container": "c", "rootfs": "/", "argv": [1], "env": {}, "cwd": "/",
                      "hostname": "h", "chroot": False, "signal_group": True, "tty": False,
-                     "rows": 0, "columns": 0}], "argv must be text"),
+                     "rows": 0, "columns": 0, "log_level": "info"}], "argv must be text"),
         ({"type": "hello"}, "not a pair"),
         ([1, {}], "type is not text"),
     ],
