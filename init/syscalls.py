@@ -66,6 +66,9 @@ _SIOCGIFFLAGS = 0x8913
 _SIOCSIFFLAGS = 0x8914
 _IFF_UP = 0x1
 
+# System call numbers by architecture, for the calls the C library does not wrap (or wraps
+# too narrowly); looked up once, since rt_sigaction runs 64 times before every exec.
+_MACHINE = os.uname().machine
 _SYS_PIVOT_ROOT = {"x86_64": 155, "aarch64": 41, "riscv64": 41, "ppc64le": 203, "s390x": 217}
 _SYS_RT_SIGACTION = {"x86_64": 13, "aarch64": 134, "riscv64": 134, "ppc64le": 173, "s390x": 174}
 # struct kernel_sigaction is at most handler, flags, restorer and a 64-bit mask: all zeros is
@@ -128,7 +131,7 @@ def reset_signal_disposition(signum: int) -> None:
     """SIG_DFL for ``signum`` through the raw system call: glibc's sigaction() refuses 32 and
     33 (it keeps them for threads), but a process about to exec must not pass on an ignored
     disposition for them either (ignored signals stay ignored across exec)."""
-    number = _SYS_RT_SIGACTION.get(os.uname().machine)
+    number = _SYS_RT_SIGACTION.get(_MACHINE)
     if number is None:
         raise SyscallError(errno_codes.ENOSYS, "rt_sigaction", str(signum))
     _check(_libc.syscall(number, signum, _DEFAULT_SIGACTION, None, 8), "rt_sigaction", str(signum))
@@ -156,7 +159,7 @@ class LinuxSyscalls:
         _check(_libc.umount2(_b(target), flags), "umount", target)
 
     def pivot_root(self, new_root: str, put_old: str) -> None:
-        number = _SYS_PIVOT_ROOT.get(os.uname().machine)
+        number = _SYS_PIVOT_ROOT.get(_MACHINE)
         if number is None:
             raise SyscallError(errno_codes.ENOSYS, "pivot_root", new_root)
         _check(_libc.syscall(number, _b(new_root), _b(put_old)), "pivot_root", new_root)
