@@ -52,7 +52,7 @@ class LogSink:
     to wait for I/O (``CommitBeforeWait``), i.e. after every batch of output read, and at the
     end. At most ``BATCH_BYTES`` wait at any time."""
 
-    BATCH_BYTES = 256 * 1024
+    BATCH_BYTES = 64 * 1024
 
     def __init__(self, fd: int = 2) -> None:
         self.fd = fd

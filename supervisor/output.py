@@ -28,7 +28,10 @@ if TYPE_CHECKING:
 MAX_RECORD_BYTES = 16 * 1024
 """Longest piece of a line in one record, like docker's json-file driver (16 KiB)."""
 
-READ_SIZE = 1 << 20
+READ_SIZE = 64 * 1024
+SPLIT_SIZE = 16 * 1024
+"""What the splitter gets at a time: a 1 MiB read of two-byte lines would otherwise be half a
+million pieces alive at once (~60 MB); 16 KiB of them is under 1 MB."""
 
 
 class LineSplitter:
@@ -137,8 +140,9 @@ async def pump(fd: int, stream: str, emit: Callable[[str, bytes, bool], None]) -
                     continue
                 if not data:
                     break
-                for piece, partial in splitter.feed(data):
-                    emit(stream, piece, partial)
+                for start in range(0, len(data), SPLIT_SIZE):
+                    for piece, partial in splitter.feed(data[start:start + SPLIT_SIZE]):
+                        emit(stream, piece, partial)
                 await trio.lowlevel.checkpoint()  # a chatty workload must not starve the rest
             for piece, partial in splitter.flush():
                 emit(stream, piece, partial)
