@@ -92,10 +92,11 @@ def as_text(piece: bytes) -> tuple[str, str | None]:
         return piece.decode("utf-8", "replace"), base64.b64encode(piece).decode("ascii")
 
 
-async def collect(fd: int, into: bytearray) -> None:
-    """Read ``fd`` (non-blocking) to end of file into ``into``; close it. For the library's
-    ``capture_stdout``/``capture_stderr``: the bytes as they are, no records."""
-    with trio.CancelScope(shield=True):  # ends by itself, like pump
+async def read_to_end(fd: int, consume: Callable[[bytes], None]) -> None:
+    """Read ``fd`` (non-blocking) to end of file, handing each read to ``consume``; close it.
+    Shielded from cancellation: it ends by itself once every process of the container that
+    held the pipe is gone, and what they wrote must not be lost."""
+    with trio.CancelScope(shield=True):
         try:
             while True:
                 try:
@@ -105,10 +106,15 @@ async def collect(fd: int, into: bytearray) -> None:
                     continue
                 if not data:
                     return
-                into += data
-                await trio.lowlevel.checkpoint()
+                consume(data)
+                await trio.lowlevel.checkpoint()  # a chatty workload must not starve the rest
         finally:
             os.close(fd)
+
+
+async def collect(fd: int, into: bytearray) -> None:
+    """For the library's ``capture_stdout``/``capture_stderr``: the bytes as they are."""
+    await read_to_end(fd, into.extend)
 
 
 async def feed(fd: int, data: bytes) -> None:
@@ -128,23 +134,15 @@ async def feed(fd: int, data: bytes) -> None:
 
 
 async def pump(fd: int, stream: str, emit: Callable[[str, bytes, bool], None]) -> None:
-    """Read ``fd`` (non-blocking) to end of file, emitting each piece; close it."""
+    """Read ``fd`` to end of file as records: ``emit(stream, piece, partial)`` for each piece
+    of a line, the last line included even without its newline."""
     splitter = LineSplitter()
-    with trio.CancelScope(shield=True):
-        try:
-            while True:
-                try:
-                    data = os.read(fd, READ_SIZE)
-                except BlockingIOError:
-                    await trio.lowlevel.wait_readable(fd)
-                    continue
-                if not data:
-                    break
-                for start in range(0, len(data), SPLIT_SIZE):
-                    for piece, partial in splitter.feed(data[start:start + SPLIT_SIZE]):
-                        emit(stream, piece, partial)
-                await trio.lowlevel.checkpoint()  # a chatty workload must not starve the rest
-            for piece, partial in splitter.flush():
+
+    def split(data: bytes) -> None:
+        for start in range(0, len(data), SPLIT_SIZE):
+            for piece, partial in splitter.feed(data[start:start + SPLIT_SIZE]):
                 emit(stream, piece, partial)
-        finally:
-            os.close(fd)
+
+    await read_to_end(fd, split)
+    for piece, partial in splitter.flush():
+        emit(stream, piece, partial)
