@@ -29,9 +29,11 @@ MAX_RECORD_BYTES = 16 * 1024
 """Longest piece of a line in one record, like docker's json-file driver (16 KiB)."""
 
 READ_SIZE = 64 * 1024
+"""One read of a pipe (whose buffer is 1 MiB, so the workload can write ahead of us)."""
 SPLIT_SIZE = 16 * 1024
-"""What the splitter gets at a time: a 1 MiB read of two-byte lines would otherwise be half a
-million pieces alive at once (~60 MB); 16 KiB of them is under 1 MB."""
+"""What the splitter gets at a time. Every piece of a read is alive until the read is done:
+reading 1 MiB of two-byte lines at once meant half a million of them (a 67 MB supervisor);
+16 KiB of them is well under 1 MB."""
 
 
 class LineSplitter:
