@@ -4,9 +4,13 @@ from __future__ import annotations
 
 import json
 import os
+import select
 import subprocess
 import sys
+import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import IO
 
 import jsonschema
 
@@ -103,3 +107,85 @@ def run_cli(*args: str, timeout: float = 60, input: str | None = None,
     return Run(completed)
 
 
+
+
+def wait_until(condition: Callable[[], object], what: str, timeout: float = 10) -> None:
+    """Poll ``condition`` until it is true; fail the test after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.01)
+
+
+def proc_stat(pid: int) -> list[str]:
+    """The fields of /proc/PID/stat after the command name (state first); [] once gone."""
+    try:
+        with open(f"/proc/{pid}/stat") as file:
+            return file.read().rsplit(")", 1)[1].split()
+    except OSError:
+        return []
+
+
+def process_state(pid: int) -> str:
+    fields = proc_stat(pid)
+    return fields[0] if fields else "gone"
+
+
+def in_foreground(pid: int) -> bool:
+    """Whether ``pid`` runs in the foreground process group of its terminal."""
+    fields = proc_stat(pid)
+    return bool(fields) and fields[0] != "T" and fields[2] == fields[5]  # pgrp == tpgid
+
+
+def command_named(root: int, name: str) -> int | None:
+    """A live process below ``root`` whose command (comm) is ``name``."""
+    for pid in descendants(root):
+        try:
+            with open(f"/proc/{pid}/comm") as file:
+                if file.read().strip() == name:
+                    return pid
+        except OSError:
+            continue
+    return None
+
+
+def reads_its_signals(pid: int) -> bool:
+    """Whether ``pid`` (the CLI's supervisor) has its signalfd open yet: until then, signals
+    sent to it wait, and two of the same kind would merge into one."""
+    for fd in os.listdir(f"/proc/{pid}/fd"):
+        try:
+            if os.readlink(f"/proc/{pid}/fd/{fd}") == "anon_inode:[signalfd]":
+                return True
+        except OSError:
+            continue
+    return False
+
+
+def signal_pending(pid: int, signum: int) -> bool:
+    with open(f"/proc/{pid}/status") as file:
+        fields = dict(line.split(":\t", 1) for line in file.read().splitlines() if ":\t" in line)
+    return bool(int(fields["ShdPnd"], 16) & (1 << (signum - 1)))
+
+
+class LineReader:
+    """Lines from a pipe, each read with a deadline (a failed assertion, not a hung test)."""
+
+    def __init__(self, stream: IO[bytes]) -> None:
+        self.fd = stream.fileno()
+        self.buffer = b""
+
+    def line(self, timeout: float = 10) -> str:
+        deadline = time.monotonic() + timeout
+        while b"\n" not in self.buffer:
+            left = deadline - time.monotonic()
+            assert left > 0, f"no line within {timeout}s (have {self.buffer!r})"
+            if select.select([self.fd], [], [], left)[0]:
+                chunk = os.read(self.fd, 4096)
+                assert chunk, f"end of output (have {self.buffer!r})"
+                self.buffer += chunk
+        line, _, self.buffer = self.buffer.partition(b"\n")
+        return line.decode()
+
+    def quiet_for(self, seconds: float) -> bool:
+        """True when nothing more arrives within ``seconds``."""
+        return not self.buffer and not select.select([self.fd], [], [], seconds)[0]

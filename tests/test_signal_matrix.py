@@ -3,18 +3,15 @@ it receives, every catchable signal sent to the supervisor, and every exit code.
 
 from __future__ import annotations
 
-import os
-import select
 import signal
 import subprocess
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
 from conftest import requires_root
-from helpers import CLI
+from helpers import CLI, LineReader, process_state, wait_until
 
 pytestmark = requires_root
 
@@ -34,25 +31,15 @@ def name(signum: int) -> str:
 
 
 class Supervisor:
-    """A running ``pyctr-supervise`` whose stdout is read line by line with a deadline."""
+    """A running ``pyctr-supervise`` and its stdout, line by line with a deadline."""
 
     def __init__(self, process: subprocess.Popen[bytes]) -> None:
+        assert process.stdout is not None
         self.process = process
-        self.buffer = b""
+        self.stdout = LineReader(process.stdout)
 
     def line(self, timeout: float = 10) -> str:
-        assert self.process.stdout is not None
-        fd = self.process.stdout.fileno()
-        deadline = time.monotonic() + timeout
-        while b"\n" not in self.buffer:
-            left = deadline - time.monotonic()
-            assert left > 0, f"no line within {timeout}s (have {self.buffer!r})"
-            if select.select([fd], [], [], left)[0]:
-                chunk = os.read(fd, 4096)
-                assert chunk, f"end of output (have {self.buffer!r})"
-                self.buffer += chunk
-        line, _, self.buffer = self.buffer.partition(b"\n")
-        return line.decode()
+        return self.stdout.line(timeout)
 
 
 @contextmanager
@@ -79,7 +66,7 @@ def test_every_catchable_signal_reaches_the_workload(rootfs: Path, signum: int) 
             # pyctr stops itself like a foreground job after passing the signal on; `fg`
             # sends SIGCONT, which resumes it and is forwarded too. The shell may run the
             # two traps in either order (dash runs pending traps by signal number).
-            _wait_for_state(running.process.pid, "T")
+            wait_until(lambda: process_state(running.process.pid) == "T", "pyctr to stop")
             running.process.send_signal(signal.SIGCONT)
             expected.add(f"got {signal.SIGCONT}")
         seen = {running.line() for _ in expected}
@@ -99,18 +86,3 @@ def test_every_exit_code(rootfs: Path, code: int) -> None:
     completed = subprocess.run([CLI, "--log-level", "error", str(rootfs), "/bin/sh", "-c",
                                 f"exit {code}"], capture_output=True, text=True, timeout=60)
     assert completed.returncode == code, completed.stderr
-
-
-def _wait_for_state(pid: int, state: str, timeout: float = 10) -> None:
-    deadline = time.monotonic() + timeout
-    while _state(pid) != state:
-        assert time.monotonic() < deadline, f"{pid} never reached state {state}"
-        time.sleep(0.01)
-
-
-def _state(pid: int) -> str:
-    try:
-        with open(f"/proc/{pid}/stat") as file:
-            return file.read().rsplit(")", 1)[1].split()[0]
-    except OSError:
-        return "gone"

@@ -12,7 +12,15 @@ from pathlib import Path
 
 import pytest
 from conftest import requires_root
-from helpers import CLI, Run, descendants
+from helpers import (
+    CLI,
+    LineReader,
+    Run,
+    descendants,
+    reads_its_signals,
+    signal_pending,
+    wait_until,
+)
 
 pytestmark = requires_root
 
@@ -89,8 +97,10 @@ def test_second_interrupt_kills_at_once(rootfs: Path) -> None:
     script = 'trap "" TERM INT; echo ready; while :; do sleep 0.05; done'
     with start(rootfs, script, "--stop-timeout", "60") as process:
         wait_for_line(process, "ready")
+        # Two SIGINTs pending at once would be one: send the second once the first is read.
+        wait_until(lambda: reads_its_signals(process.pid), "the supervisor's signalfd")
         process.send_signal(signal.SIGINT)
-        time.sleep(0.3)
+        wait_until(lambda: not signal_pending(process.pid, signal.SIGINT), "the first SIGINT")
         began = time.monotonic()
         process.send_signal(signal.SIGINT)
         run = finish(process)
@@ -153,14 +163,21 @@ def test_workload_sees_default_signal_dispositions(pyctr) -> None:
 def test_signal_target_chooses_the_group_or_the_main_process(rootfs: Path, target: str) -> None:
     child = "trap 'echo child got it' USR1; echo ready; while :; do sleep 0.02; done"
     script = f'trap "echo main got it" USR1; sh -c "{child}" & while :; do wait; done'
-    with start(rootfs, script, "--signal-target", target) as process:
-        wait_for_line(process, "ready")
-        process.send_signal(signal.SIGUSR1)
-        time.sleep(0.5)  # time for both to print, when both got it
-        process.send_signal(signal.SIGKILL)
-        run = finish(process)
     expected = {"group": {"main got it", "child got it"}, "main": {"main got it"}}[target]
-    assert set(run.stdout.splitlines()) == expected
+    process = subprocess.Popen([CLI, "--signal-target", target, str(rootfs), "/bin/sh", "-c",
+                                script], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+    try:
+        assert process.stdout is not None
+        stdout = LineReader(process.stdout)
+        assert stdout.line() == "ready"
+        process.send_signal(signal.SIGUSR1)
+        assert {stdout.line() for _ in expected} == expected
+        assert stdout.quiet_for(0.5), "a process outside the target got the signal too"
+    finally:
+        process.kill()
+        process.wait(timeout=20)
+        assert process.stdout is not None
+        process.stdout.close()
 
 
 def test_stop_signal_replaces_a_forwarded_sigterm(rootfs: Path) -> None:

@@ -8,14 +8,22 @@ import json
 import os
 import signal
 import termios
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pexpect
 import pytest
 from conftest import requires_root
-from helpers import CLI, VALIDATOR, descendants
+from helpers import (
+    CLI,
+    VALIDATOR,
+    command_named,
+    descendants,
+    in_foreground,
+    proc_stat,
+    process_state,
+    wait_until,
+)
 
 pytestmark = requires_root
 
@@ -39,16 +47,23 @@ def run_in(child: pexpect.spawn, command: str, expected: str) -> None:
     child.expect_exact(expected)
 
 
-def process_state(pid: int) -> str:
-    with open(f"/proc/{pid}/stat") as file:
-        return file.read().rsplit(")", 1)[1].split()[0]
+def parent(pid: int) -> int:
+    fields = proc_stat(pid)
+    return int(fields[1]) if fields else 0
 
 
-def wait_for(condition: object, what: str, timeout: float = 10) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():  # type: ignore[operator]
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.02)
+def running_in_front(root: int, name: str) -> int:
+    """Wait until a process called ``name`` below ``root`` runs in its terminal's foreground
+    (so that a key typed now is for it); return its pid."""
+    found: list[int] = []
+
+    def ready() -> bool:
+        pid = command_named(root, name)
+        found[:] = [] if pid is None else [pid]
+        return pid is not None and in_foreground(pid)
+
+    wait_until(ready, f"{name} to run in the foreground")
+    return found[0]
 
 
 def test_the_workload_has_a_terminal_of_the_host_size(shell: pexpect.spawn) -> None:
@@ -58,13 +73,21 @@ def test_the_workload_has_a_terminal_of_the_host_size(shell: pexpect.spawn) -> N
 
 def test_a_resize_reaches_the_workload(shell: pexpect.spawn) -> None:
     shell.setwinsize(40, 132)  # the kernel sends SIGWINCH to pyctr, which copies the size
-    time.sleep(0.2)
-    run_in(shell, "stty size", "40 132")
+    sizes: list[str] = []
+
+    def resized() -> bool:
+        shell.sendline("stty size")
+        shell.expect(r"\r\n(\d+ \d+)\r\n")
+        sizes.append(shell.match.group(1))
+        shell.expect_exact(PROMPT)
+        return sizes[-1] == "40 132"
+
+    wait_until(resized, "the new size inside")
 
 
 def test_ctrl_c_reaches_the_shell_inside(shell: pexpect.spawn) -> None:
     shell.sendline("sleep 100")
-    time.sleep(0.3)
+    running_in_front(shell.pid, "sleep")
     shell.sendcontrol("c")
     shell.expect_exact(PROMPT)
     run_in(shell, "echo status=$?", "status=130")  # sleep died of SIGINT; the shell lives on
@@ -76,7 +99,7 @@ def test_job_control_in_an_interactive_shell(shell: pexpect.spawn) -> None:
     run_in(shell, "jobs", "Running")
     shell.sendline("fg")
     shell.expect_exact("sleep 100")
-    time.sleep(0.3)
+    running_in_front(shell.pid, "sleep")
     shell.sendcontrol("z")
     shell.expect_exact("Stopped")
     run_in(shell, "jobs", "Stopped")
@@ -116,19 +139,11 @@ def supervisor_under(host: pexpect.spawn) -> int:
     found: list[int] = []
 
     def started() -> bool:
-        found[:] = [pid for pid in descendants(host.pid) if _parent(pid) == host.pid]
+        found[:] = [pid for pid in descendants(host.pid) if parent(pid) == host.pid]
         return len(found) == 1
 
-    wait_for(started, "pyctr-supervise to start")
+    wait_until(started, "pyctr-supervise to start")
     return found[0]
-
-
-def _parent(pid: int) -> int:
-    try:
-        with open(f"/proc/{pid}/stat") as file:
-            return int(file.read().rsplit(")", 1)[1].split()[1])
-    except OSError:
-        return 0
 
 
 def _canonical(fd: int) -> bool:
@@ -163,7 +178,7 @@ def test_terminal_settings_are_restored_after_sigkill(host_shell: pexpect.spawn,
     os.kill(supervisor, signal.SIGKILL)
     host_shell.expect_exact(f"exit={128 + signal.SIGKILL}")
     host_shell.expect_exact("host$ ")
-    wait_for(lambda: _canonical(host_shell.child_fd), "the guard to restore the terminal")
+    wait_until(lambda: _canonical(host_shell.child_fd), "the guard to restore the terminal")
     assert stty_g(host_shell) == before
 
 
@@ -179,9 +194,9 @@ def test_ctrl_z_stops_pyctr_and_its_container_and_fg_resumes(host_shell: pexpect
     host_shell.sendcontrol("z")
     host_shell.expect_exact("Stopped")
     host_shell.expect_exact("host$ ")
-    wait_for(lambda: process_state(supervisor) == "T", "pyctr to stop")
-    shell_inside = min(container - {pid for pid in container if _parent(pid) == supervisor})
-    wait_for(lambda: process_state(shell_inside) == "T", "the workload to stop")
+    wait_until(lambda: process_state(supervisor) == "T", "pyctr to stop")
+    shell_inside = min(container - {pid for pid in container if parent(pid) == supervisor})
+    wait_until(lambda: process_state(shell_inside) == "T", "the workload to stop")
     host_shell.sendline("fg")
     host_shell.expect_exact("tick")  # running again
     assert process_state(supervisor) != "T"
