@@ -6,7 +6,15 @@ from __future__ import annotations
 import select
 import struct
 
-from pyctr.protocol import MAX_MESSAGE_SIZE, Log, Message, decode, encode, utc_timestamp
+from pyctr.protocol import (
+    LOG_LEVELS,
+    MAX_MESSAGE_SIZE,
+    Log,
+    Message,
+    decode,
+    encode,
+    utc_timestamp,
+)
 from pyctr.protocol.codec import HEADER_SIZE
 
 from .cmodules import socket
@@ -16,14 +24,11 @@ if TYPE_CHECKING:
     from pyctr.protocol.codec import Value
 
 
-LEVELS = ("debug", "info", "warning", "error", "critical")
-
-
 class Channel:
     def __init__(self, sock: socket.socket) -> None:
         self.sock = sock
         self.min_level = 0
-        """Index in LEVELS of the least severe event worth sending (from the config)."""
+        """Index in LOG_LEVELS of the least severe event worth sending (from the config)."""
 
     def send(self, message: Message) -> None:
         # SOCK_SEQPACKET: one send is one message, delivered whole or not at all.
@@ -49,9 +54,9 @@ class Channel:
         return any(events & (select.POLLHUP | select.POLLERR) for _, events in poller.poll(0))
 
     def log(self, level: str, event: str, **fields: Value) -> None:
-        if level not in LEVELS or LEVELS.index(level) >= self.min_level:
+        if level not in LOG_LEVELS or LOG_LEVELS.index(level) >= self.min_level:
             self.send(Log(utc_timestamp(), level, event, fields))
 
     def show_from(self, level: str) -> None:
         """Send only events at ``level`` or more severe from now on."""
-        self.min_level = LEVELS.index(level) if level in LEVELS else 0
+        self.min_level = LOG_LEVELS.index(level) if level in LOG_LEVELS else 0

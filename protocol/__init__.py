@@ -11,6 +11,7 @@ from .errors import (
     VersionMismatch,
 )
 from .messages import (
+    LOG_LEVELS,
     MESSAGE_TYPES,
     PROTOCOL_VERSION,
     Config,
@@ -29,6 +30,7 @@ from .messages import (
 )
 
 __all__ = [
+    "LOG_LEVELS",
     "MAX_MESSAGE_SIZE",
     "MESSAGE_TYPES",
     "PROTOCOL_VERSION",

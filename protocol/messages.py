@@ -33,6 +33,8 @@ if TYPE_CHECKING:
     from .codec import Value
 
 PROTOCOL_VERSION = 2
+LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
+"""The values of ``Log.level`` and ``Config.log_level``, least severe first."""
 
 _second_cache: list[object] = [-1, ""]
 

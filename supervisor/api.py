@@ -27,6 +27,8 @@ import threading
 import structlog
 import trio
 
+from pyctr.protocol import LOG_LEVELS
+
 from .errors import PyctrError
 from .spawn import spawn_init
 from .supervise import Container, supervise
@@ -84,6 +86,6 @@ def _shown_level() -> str:
     level = getattr(structlog.get_logger("pyctr"), "get_effective_level", None)
     if level is None:
         return "debug"
-    number = level()
-    return next((name for limit, name in ((10, "debug"), (20, "info"), (30, "warning"),
-                                          (40, "error")) if number <= limit), "critical")
+    number = level()  # the logging module's numbers: 10 for debug, 20 for info, ...
+    return next((name for index, name in enumerate(LOG_LEVELS) if number <= 10 * (index + 1)),
+                "critical")

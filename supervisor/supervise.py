@@ -21,6 +21,7 @@ import structlog
 import trio
 
 from pyctr.protocol import (
+    LOG_LEVELS,
     MAX_MESSAGE_SIZE,
     PROTOCOL_VERSION,
     Hello,
@@ -58,7 +59,6 @@ if TYPE_CHECKING:
     from .config import ContainerConfig
     from .spawn import InitProcess
 
-_LEVELS = ("debug", "info", "warning", "error", "critical")
 _RECEIVE_SIZE = HEADER_SIZE + MAX_MESSAGE_SIZE + 1
 _CREDENTIALS = struct.Struct("iII")  # struct ucred: pid, uid, gid
 _ANCILLARY_SPACE = socket.CMSG_SPACE(_CREDENTIALS.size) + socket.CMSG_SPACE(4 * 4)
@@ -108,9 +108,7 @@ class Container:
         """Ask the container to stop: its stop signal, then SIGKILL after the stop timeout (a
         second call kills at once). ``run`` returns once it has exited."""
         assert self._state.nursery is not None
-        self._state.log.info("container.stopping", reason="stop requested",
-                             stop_signal=signal_name(self._state.config.first_stop_signal))
-        self._state.send(self._state.config.first_stop_signal)
+        self._state.send_stop_signal("stop requested")
         self._state.stop(self._state.nursery, "stop requested")
 
     def __repr__(self) -> str:
@@ -155,6 +153,12 @@ class _Supervision:
         except ProcessLookupError:
             return False
         return True
+
+    def send_stop_signal(self, reason: str) -> None:
+        """The first step of a stop asked for by the caller (not a forwarded signal)."""
+        self.log.info("container.stopping", reason=reason,
+                      stop_signal=signal_name(self.config.first_stop_signal))
+        self.send(self.config.first_stop_signal)
 
     def kill(self, reason: str) -> None:
         if not self.killed and self.send(signal.SIGKILL):
@@ -331,7 +335,7 @@ class _Supervision:
             raise ProtocolError(f"unexpected message from init: {message!r}")
 
     def relay_init_log(self, message: Log) -> None:
-        level = message.level if message.level in _LEVELS else "info"
+        level = message.level if message.level in LOG_LEVELS else "info"
         fields: dict[str, Any] = dict(message.fields)
         fields.pop("container", None)
         fields.pop("source", None)
@@ -466,9 +470,7 @@ async def supervise(
 
 
 async def _stop_for_cancellation(state: _Supervision) -> None:
-    state.log.info("container.stopping", reason="cancelled",
-                   stop_signal=signal_name(state.config.first_stop_signal))
-    state.send(state.config.first_stop_signal)
+    state.send_stop_signal("cancelled")
     with trio.move_on_after(state.config.stop_timeout) as waiting:
         await trio.lowlevel.wait_readable(state.init.pidfd)
     if waiting.cancelled_caught:
