@@ -3,6 +3,7 @@ log events init sends instead of writing logs itself."""
 
 from __future__ import annotations
 
+import os
 import select
 import struct
 
@@ -33,6 +34,17 @@ class Channel:
     def send(self, message: Message) -> None:
         # SOCK_SEQPACKET: one send is one message, delivered whole or not at all.
         self.sock.send(encode(message))
+
+    def send_for(self, message: Message, pid: int) -> None:
+        """Send ``message`` with credentials naming process ``pid`` (ours to name: root may,
+        and the receiver's kernel translates it into the receiver's PID namespace). Without
+        that privilege it goes with our own credentials, which the supervisor recognises."""
+        credentials = struct.pack("iII", pid, os.getuid(), os.getgid())
+        try:
+            self.sock.sendmsg([encode(message)],
+                              [(socket.SOL_SOCKET, socket.SCM_CREDENTIALS, credentials)])
+        except PermissionError:
+            self.send(message)
 
     def send_with_descriptors(self, message: Message, fds: list[int]) -> None:
         """Send ``message`` with open file descriptors (SCM_RIGHTS) riding along."""

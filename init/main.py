@@ -25,7 +25,6 @@ from pyctr.protocol import (
     SetupFailed,
     Terminal,
     WorkloadExited,
-    WorkloadForked,
     WorkloadStarted,
 )
 
@@ -111,6 +110,7 @@ def _run(channel: Channel) -> int:
 
     terminal = None
     try:
+        workload.enter_workdir(config.cwd)
         path = workload.resolve(config.argv[0], config.env, config.rootfs)
         workload.check_runnable(path, config.env, config.rootfs)
         if config.tty:
@@ -118,8 +118,7 @@ def _run(channel: Channel) -> int:
             channel.send_with_descriptors(Terminal(), [master])
             os.close(master)  # the supervisor holds it now
         channel.log("debug", "workload.exec", path=path, argv=list(config.argv))
-        pid = workload.start(path, config.argv, config.env, config.cwd,
-                             lambda own_pid: channel.send(WorkloadForked(own_pid)), terminal)
+        pid = workload.start(path, config.argv, config.env, terminal)
     except workload.WorkloadError as exc:
         channel.send(SetupFailed(exc.exit_code, exc.error, exc.message))
         return exc.exit_code
@@ -130,7 +129,7 @@ def _run(channel: Channel) -> int:
     finally:
         if terminal is not None:
             os.close(terminal)  # only the workload keeps the slave: its exit ends the session
-    channel.send(WorkloadStarted(pid))
+    channel.send_for(WorkloadStarted(pid), pid)
 
     status = relay_and_reap(pid, channel, group=config.signal_group)
     if os.WIFSIGNALED(status):

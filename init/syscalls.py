@@ -3,18 +3,18 @@
 Everything init does to the kernel goes through an object with these methods, so the order of
 mounts and namespace flags can be unit-tested with a recording double (tests/fakes.py), the way
 youki's ``Syscall`` trait is. Python 3.11 has no ``os.unshare``/``os.setns`` and no binding for
-mount(2), umount2(2), pivot_root(2) or prctl(2), so those go through ctypes; every call checks
+mount(2), umount2(2), pivot_root(2) or prctl(2), so those go through ``libc``; every call checks
 its result and turns a failure into ``SyscallError`` naming the operation and the path.
 """
 
 from __future__ import annotations
 
-import ctypes
 import errno as errno_codes
 import fcntl
 import os
 import struct
 
+from . import libc
 from .cmodules import socket
 
 TYPE_CHECKING = False
@@ -66,24 +66,9 @@ _SIOCGIFFLAGS = 0x8913
 _SIOCSIFFLAGS = 0x8914
 _IFF_UP = 0x1
 
-# System call numbers by architecture, for the calls the C library does not wrap (or wraps
-# too narrowly); looked up once, since rt_sigaction runs 64 times before every exec.
+# pivot_root's system call number by architecture: the C library does not wrap it.
 _MACHINE = os.uname().machine
 _SYS_PIVOT_ROOT = {"x86_64": 155, "aarch64": 41, "riscv64": 41, "ppc64le": 203, "s390x": 217}
-_SYS_RT_SIGACTION = {"x86_64": 13, "aarch64": 134, "riscv64": 134, "ppc64le": 173, "s390x": 174}
-# struct kernel_sigaction is at most handler, flags, restorer and a 64-bit mask: all zeros is
-# SIG_DFL with no flags and an empty mask, whatever the architecture's field order.
-_DEFAULT_SIGACTION = ctypes.create_string_buffer(32)
-
-_libc = ctypes.CDLL(None, use_errno=True)
-_libc.mount.argtypes = [ctypes.c_char_p, ctypes.c_char_p, ctypes.c_char_p, ctypes.c_ulong,
-                        ctypes.c_char_p]
-_libc.umount2.argtypes = [ctypes.c_char_p, ctypes.c_int]
-_libc.unshare.argtypes = [ctypes.c_int]
-_libc.setns.argtypes = [ctypes.c_int, ctypes.c_int]
-_libc.sethostname.argtypes = [ctypes.c_char_p, ctypes.c_size_t]
-_libc.prctl.argtypes = [ctypes.c_int, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong,
-                        ctypes.c_ulong]
 
 
 class SyscallError(OSError):
@@ -101,7 +86,7 @@ class SyscallError(OSError):
 
 def _check(result: int, operation: str, path: str = "") -> None:
     if result < 0:
-        raise SyscallError(ctypes.get_errno(), operation, path)
+        raise SyscallError(libc.errno(), operation, path)
 
 
 def _os_call(operation: str, path: str, call: object, *args: object) -> None:
@@ -116,31 +101,20 @@ def _b(text: str | None) -> bytes | None:
 
 
 def unshare(flags: int) -> None:
-    _check(_libc.unshare(flags), "unshare", f"flags=0x{flags:x}")
+    _check(libc.unshare(flags), "unshare", f"flags=0x{flags:x}")
 
 
 def setns(fd: int, nstype: int) -> None:
-    _check(_libc.setns(fd, nstype), "setns", f"fd={fd}")
+    _check(libc.setns(fd, nstype), "setns", f"fd={fd}")
 
 
 def set_parent_death_signal(signum: int) -> None:
-    _check(_libc.prctl(PR_SET_PDEATHSIG, signum, 0, 0, 0), "prctl(PR_SET_PDEATHSIG)")
-
-
-def reset_signal_disposition(signum: int) -> None:
-    """SIG_DFL for ``signum`` through the raw system call: glibc's sigaction() refuses 32 and
-    33 (it keeps them for threads), but a process about to exec must not pass on an ignored
-    disposition for them either (ignored signals stay ignored across exec)."""
-    number = _SYS_RT_SIGACTION.get(_MACHINE)
-    if number is None:
-        raise SyscallError(errno_codes.ENOSYS, "rt_sigaction", str(signum))
-    _check(_libc.syscall(number, signum, _DEFAULT_SIGACTION, None, 8), "rt_sigaction", str(signum))
+    _check(libc.prctl(PR_SET_PDEATHSIG, signum, 0, 0, 0), "prctl(PR_SET_PDEATHSIG)")
 
 
 def set_process_name(name: str) -> None:
     """Name shown by ps/top (comm), so the init is recognisable on the host."""
-    buffer = ctypes.create_string_buffer(os.fsencode(name)[:15])
-    _libc.prctl(PR_SET_NAME, ctypes.cast(buffer, ctypes.c_void_p).value or 0, 0, 0, 0)
+    libc.prctl_string(PR_SET_NAME, os.fsencode(name)[:15], 0, 0, 0)
 
 
 class LinuxSyscalls:
@@ -152,17 +126,17 @@ class LinuxSyscalls:
     def mount(
         self, source: str | None, target: str, fstype: str | None, flags: int, data: str | None
     ) -> None:
-        result = _libc.mount(_b(source), _b(target), _b(fstype), flags, _b(data))
+        result = libc.mount(_b(source), os.fsencode(target), _b(fstype), flags, _b(data))
         _check(result, f"mount {fstype or source or 'none'} on", target)
 
     def umount2(self, target: str, flags: int) -> None:
-        _check(_libc.umount2(_b(target), flags), "umount", target)
+        _check(libc.umount2(os.fsencode(target), flags), "umount", target)
 
     def pivot_root(self, new_root: str, put_old: str) -> None:
         number = _SYS_PIVOT_ROOT.get(_MACHINE)
         if number is None:
             raise SyscallError(errno_codes.ENOSYS, "pivot_root", new_root)
-        _check(_libc.syscall(number, _b(new_root), _b(put_old)), "pivot_root", new_root)
+        _check(libc.syscall(number, _b(new_root), _b(put_old)), "pivot_root", new_root)
 
     def chroot(self, path: str) -> None:
         _os_call("chroot", path, os.chroot, path)
@@ -189,7 +163,7 @@ class LinuxSyscalls:
 
     def sethostname(self, name: str) -> None:
         raw = os.fsencode(name)
-        _check(_libc.sethostname(raw, len(raw)), "sethostname", name)
+        _check(libc.sethostname(raw, len(raw)), "sethostname", name)
 
     def link_up(self, interface: str) -> None:
         sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)

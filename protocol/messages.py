@@ -7,11 +7,10 @@ The conversation, in order:
     supervisor -> init   Config(...)               what to run and how
     init -> supervisor   Log(...)*                 init's log events, at any point
     init -> supervisor   Ready(...)                namespaces and root filesystem are set up
-    child -> supervisor  WorkloadForked(pid)       sent by the workload's own process just
-                                                   before exec, so the supervisor learns its
-                                                   host pid from the socket's credentials
     init -> supervisor   Terminal()                with -t: the pty's master, as SCM_RIGHTS
-    init -> supervisor   WorkloadStarted(pid)      the exec succeeded (pid inside)
+    init -> supervisor   WorkloadStarted(pid)      the exec succeeded (pid inside); the
+                                                   socket credentials name the workload, so
+                                                   the supervisor learns its host pid
     init -> supervisor   WorkloadExited(...)       how it ended; init exits right after
     init -> supervisor   SetupFailed(...)          instead of the above, when setup fails
 
@@ -32,7 +31,7 @@ if TYPE_CHECKING:
 
     from .codec import Value
 
-PROTOCOL_VERSION = 2
+PROTOCOL_VERSION = 3
 LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
 """The values of ``Log.level`` and ``Config.log_level``, least severe first."""
 
@@ -164,19 +163,6 @@ class Ready(Message):
         self.mounts = mounts
 
 
-class WorkloadForked(Message):
-    """From the workload's process itself, between fork and exec. The receiver's kernel
-    translates the sender's pid into the receiver's PID namespace (SO_PASSCRED), which is how
-    the supervisor learns the workload's host pid even if it exits at once."""
-
-    __slots__ = ("pid",)
-    TYPE = "workload_forked"
-    FIELDS = (("pid", "int"),)
-
-    def __init__(self, pid: int) -> None:
-        self.pid = pid
-
-
 class Terminal(Message):
     """The master side of the workload's pseudo-terminal travels with this message as an
     SCM_RIGHTS descriptor; it was opened inside the container, on its own /dev/pts."""
@@ -187,6 +173,11 @@ class Terminal(Message):
 
 
 class WorkloadStarted(Message):
+    """The workload's exec succeeded; ``pid`` is its pid inside the container. Init sends it
+    with SCM_CREDENTIALS naming the workload instead of itself (root may), and the receiving
+    kernel translates that pid into the supervisor's PID namespace: the host pid, known even
+    if the workload has already exited."""
+
     __slots__ = ("pid",)
     TYPE = "workload_started"
     FIELDS = (("pid", "int"),)
@@ -223,7 +214,7 @@ class SetupFailed(Message):
 
 MESSAGE_TYPES: dict[str, type[Message]] = {
     cls.TYPE: cls
-    for cls in (Hello, Config, Log, Ready, Terminal, WorkloadForked, WorkloadStarted,
+    for cls in (Hello, Config, Log, Ready, Terminal, WorkloadStarted,
                 WorkloadExited, SetupFailed)
 }
 

@@ -12,18 +12,16 @@ promise and a library caller cannot; the library uses trio's receiver instead.
 
 from __future__ import annotations
 
-import ctypes
 import os
 import struct
+
+from pyctr.init import libc
 
 _SFD_CLOEXEC = 0o2000000
 _SFD_NONBLOCK = 0o4000
 _SIGINFO_SIZE = 128
 # struct signalfd_siginfo starts: u32 signo, s32 errno, s32 code, u32 pid, u32 uid.
 _HEAD = struct.Struct("=IiiII")
-
-_libc = ctypes.CDLL(None, use_errno=True)
-_libc.signalfd.argtypes = [ctypes.c_int, ctypes.c_void_p, ctypes.c_int]
 
 
 class SignalInfo:
@@ -37,13 +35,9 @@ class SignalInfo:
 
 def open_signalfd(signals: tuple[int, ...]) -> int:
     """A non-blocking signalfd for ``signals`` (which the caller keeps blocked)."""
-    mask = 0
-    for signum in signals:
-        mask |= 1 << (signum - 1)
-    sigset = (ctypes.c_ulong * 16)(mask)  # sigset_t: 1024 bits
-    fd: int = _libc.signalfd(-1, ctypes.byref(sigset), _SFD_CLOEXEC | _SFD_NONBLOCK)
+    fd = libc.signalfd(-1, libc.sigset(signals), _SFD_CLOEXEC | _SFD_NONBLOCK)
     if fd < 0:
-        err = ctypes.get_errno()
+        err = libc.errno()
         raise OSError(err, f"signalfd: {os.strerror(err)}")
     return fd
 

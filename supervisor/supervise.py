@@ -31,7 +31,6 @@ from pyctr.protocol import (
     SetupFailed,
     Terminal,
     WorkloadExited,
-    WorkloadForked,
     WorkloadStarted,
     decode,
 )
@@ -310,15 +309,16 @@ class _Supervision:
         elif isinstance(message, Ready):
             self.log.info("container.ready", namespaces=message.namespaces,
                           mounts=message.mounts, init_pid=self.init.pid)
-        elif isinstance(message, WorkloadForked):
-            # Sent by the workload's own process: the kernel gave us its pid as the host sees it.
-            self.result.host_pid = ancillary.pid
         elif isinstance(message, Terminal):
             if not ancillary.fds:
                 raise ProtocolError("terminal message without its descriptor")
             self.attach_terminal(ancillary.fds.pop(0))
         elif isinstance(message, WorkloadStarted):
             self.result.pid = message.pid
+            # Sent with the workload's credentials: the kernel gave us its pid as the host
+            # sees it (the init's own pid means the init could not name the workload).
+            if ancillary.pid != self.init.pid:
+                self.result.host_pid = ancillary.pid
             self.log.info("workload.started", pid=message.pid, host_pid=self.result.host_pid,
                           command=self.config.command)
         elif isinstance(message, WorkloadExited):

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 from conftest import requires_root
-from helpers import CLI, VALIDATOR, Run
+from helpers import CLI, VALIDATOR, LineReader, Run
 
 pytestmark = requires_root
 
@@ -201,6 +201,27 @@ def test_workload_started_has_the_host_pid_even_for_a_quick_command(pyctr) -> No
     host_pid = started["host_pid"]
     assert isinstance(host_pid, int) and host_pid > 2
     assert host_pid != run.record("container.created")["init_pid"]
+
+
+def test_host_pid_is_the_workload_as_the_host_sees_it(rootfs: Path) -> None:
+    process = subprocess.Popen([CLI, "--log-format", "json", str(rootfs), "/bin/sleep", "30"],
+                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        assert process.stderr is not None
+        reader = LineReader(process.stderr)
+        records = {}
+        while "workload.started" not in records:
+            record = json.loads(reader.line())
+            records[record["event"]] = record
+        host_pid = records["workload.started"]["host_pid"]
+        status = dict(line.split(":\t", 1)
+                      for line in Path(f"/proc/{host_pid}/status").read_text().splitlines())
+        assert status["Name"] == "sleep"
+        assert int(status["PPid"]) == records["container.created"]["init_pid"]
+        assert status["NSpid"].split() == [str(host_pid), "2"]
+    finally:
+        process.kill()
+        process.communicate()
 
 
 def test_init_events_cover_mounts_root_change_and_exec(pyctr) -> None:

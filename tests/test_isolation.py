@@ -128,3 +128,10 @@ def test_a_quick_sequence_of_containers_leaves_nothing(pyctr) -> None:
     for index in range(5):
         assert pyctr("/bin/sh", "-c", f"exit {index}").returncode == index
     assert time.monotonic() - started < 60
+
+
+def test_workdir_is_where_the_command_starts_and_relative_paths_resolve(pyctr) -> None:
+    assert pyctr("/bin/sh", "-c", "pwd", options=("-w", "/tmp")).stdout == "/tmp\n"
+    # ./echo names /bin/echo from /bin, as docker run -w /bin IMAGE ./echo would.
+    run = pyctr("./echo", "from the workdir", options=("-w", "/bin"))
+    assert (run.returncode, run.stdout) == (0, "from the workdir\n")

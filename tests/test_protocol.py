@@ -25,7 +25,6 @@ from pyctr.protocol import (
     TruncatedMessage,
     UnknownMessage,
     WorkloadExited,
-    WorkloadForked,
     WorkloadStarted,
     decode,
     encode,
@@ -47,7 +46,6 @@ messages = st.one_of(
     st.just(Terminal()),
     st.builds(Log, texts, texts, texts, st.dictionaries(texts, values, max_size=4)),
     st.builds(Ready, st.lists(texts), st.lists(texts)),
-    st.builds(WorkloadForked, ints),
     st.builds(WorkloadStarted, ints),
     st.builds(WorkloadExited, st.none() | ints, st.none() | ints),
     st.builds(SetupFailed, ints, texts, texts),
@@ -169,6 +167,6 @@ def test_container_counts_cannot_exceed_the_payload() -> None:
 
 
 def test_registry_names_every_message() -> None:
-    assert set(MESSAGE_TYPES) == {"hello", "config", "log", "ready", "terminal", "workload_forked",
+    assert set(MESSAGE_TYPES) == {"hello", "config", "log", "ready", "terminal",
                                   "workload_started", "workload_exited", "setup_failed"}
     assert Hello().version == PROTOCOL_VERSION

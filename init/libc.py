@@ -1,0 +1,140 @@
+"""The C library functions pyctr calls that Python's ``os`` does not wrap, bound through
+``_ctypes``.
+
+``import ctypes`` costs ~2 ms here (it builds some thirty C type classes, ``struct`` and
+``types`` come along), and the CLI pays it before every workload starts, since init needs
+mount(2) and friends. ``_ctypes``, the C module under it, can call a C function on its own
+once it is told the argument and result types; the four types below are all these calls use.
+Every function here takes ints and bytes (None for a NULL pointer), returns the C result as an
+int, and leaves the C ``errno`` of the call for ``errno()``.
+"""
+
+from __future__ import annotations
+
+import _ctypes
+import sys
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+
+class _Int(_ctypes._SimpleCData):  # type: ignore[type-arg]
+    _type_ = "i"
+
+
+class _Long(_ctypes._SimpleCData):  # type: ignore[type-arg]
+    _type_ = "l"
+
+
+class _ULong(_ctypes._SimpleCData):  # type: ignore[type-arg]
+    _type_ = "L"
+
+
+class _String(_ctypes._SimpleCData):  # type: ignore[type-arg]
+    """``const char *``: bytes, or None for NULL."""
+
+    _type_ = "z"
+
+
+class _Pointer(_ctypes._SimpleCData):  # type: ignore[type-arg]
+    """``void *``: a buffer from ``buffer()``, an array from ``strings()``, or bytes."""
+
+    _type_ = "P"
+
+
+class _Char(_ctypes._SimpleCData):  # type: ignore[type-arg]
+    _type_ = "c"
+
+
+class _Process:
+    """Where symbols are looked up: the running program and what it has loaded (libc)."""
+
+    _handle = _ctypes.dlopen(None, _ctypes.RTLD_LOCAL)  # type: ignore[arg-type]
+
+
+def _bind(name: str, result: type, arguments: tuple[type, ...] | None) -> Callable[..., int]:
+    """The C function ``name``; ``arguments`` None for a variadic one (Python ints and bytes
+    then pass as C ints and pointers)."""
+    namespace: dict[str, object] = {
+        "_flags_": _ctypes.FUNCFLAG_CDECL | _ctypes.FUNCFLAG_USE_ERRNO,
+        "_restype_": result,
+    }
+    if arguments is not None:
+        namespace["_argtypes_"] = arguments
+    function_type = type(f"{name}_function", (_ctypes.CFuncPtr,), namespace)
+    function: Callable[..., int] = function_type((name, _Process))
+    return function
+
+
+mount: Callable[[bytes | None, bytes, bytes | None, int, bytes | None], int] = _bind(
+    "mount", _Int, (_String, _String, _String, _ULong, _String))
+umount2: Callable[[bytes, int], int] = _bind("umount2", _Int, (_String, _Int))
+unshare: Callable[[int], int] = _bind("unshare", _Int, (_Int,))
+setns: Callable[[int, int], int] = _bind("setns", _Int, (_Int, _Int))
+sethostname: Callable[[bytes, int], int] = _bind("sethostname", _Int, (_String, _ULong))
+prctl: Callable[[int, int, int, int, int], int] = _bind(
+    "prctl", _Int, (_Int, _ULong, _ULong, _ULong, _ULong))
+prctl_string: Callable[[int, bytes, int, int, int], int] = _bind(
+    "prctl", _Int, (_Int, _String, _ULong, _ULong, _ULong))
+"""prctl with a string second argument (PR_SET_NAME)."""
+signalfd: Callable[[int, bytes, int], int] = _bind("signalfd", _Int, (_Int, _Pointer, _Int))
+"""signalfd(fd, mask, flags); the mask is the bytes of a sigset_t."""
+syscall: Callable[..., int] = _bind("syscall", _Long, None)
+"""syscall(number, ...), for the calls glibc does not wrap."""
+
+# posix_spawn and what it takes; each returns 0 or an errno value (not -1).
+posix_spawn: Callable[[object, bytes, object, object, object, object], int] = _bind(
+    "posix_spawn", _Int, (_Pointer, _String, _Pointer, _Pointer, _Pointer, _Pointer))
+posix_spawnattr_init: Callable[[object], int] = _bind("posix_spawnattr_init", _Int, (_Pointer,))
+posix_spawnattr_destroy: Callable[[object], int] = _bind(
+    "posix_spawnattr_destroy", _Int, (_Pointer,))
+posix_spawnattr_setflags: Callable[[object, int], int] = _bind(
+    "posix_spawnattr_setflags", _Int, (_Pointer, _Int))
+posix_spawnattr_setpgroup: Callable[[object, int], int] = _bind(
+    "posix_spawnattr_setpgroup", _Int, (_Pointer, _Int))
+posix_spawnattr_setsigdefault: Callable[[object, bytes], int] = _bind(
+    "posix_spawnattr_setsigdefault", _Int, (_Pointer, _Pointer))
+posix_spawnattr_setsigmask: Callable[[object, bytes], int] = _bind(
+    "posix_spawnattr_setsigmask", _Int, (_Pointer, _Pointer))
+posix_spawn_file_actions_init: Callable[[object], int] = _bind(
+    "posix_spawn_file_actions_init", _Int, (_Pointer,))
+posix_spawn_file_actions_destroy: Callable[[object], int] = _bind(
+    "posix_spawn_file_actions_destroy", _Int, (_Pointer,))
+posix_spawn_file_actions_addopen: Callable[[object, int, bytes, int, int], int] = _bind(
+    "posix_spawn_file_actions_addopen", _Int, (_Pointer, _Int, _String, _Int, _Int))
+posix_spawn_file_actions_adddup2: Callable[[object, int, int], int] = _bind(
+    "posix_spawn_file_actions_adddup2", _Int, (_Pointer, _Int, _Int))
+
+_WORD = _ctypes.sizeof(_ULong)
+_BYTE_ORDER = sys.byteorder
+
+
+def buffer(size: int) -> _ctypes.Array[_Char]:
+    """A zeroed, writable C buffer of ``size`` bytes, for the opaque structs above."""
+    return (_Char * size)()
+
+
+def int_cell() -> _ctypes.Array[_Int]:
+    """One C int to be written through a pointer (``int *``); read it as ``cell[0]``."""
+    return (_Int * 1)()
+
+
+def strings(items: list[bytes]) -> _ctypes.Array[_String]:
+    """A NULL-terminated ``char *[]`` (argv, envp); it keeps ``items`` alive."""
+    return (_String * (len(items) + 1))(*items, None)
+
+
+def sigset(signals: tuple[int, ...] | frozenset[int]) -> bytes:
+    """The bytes of a ``sigset_t`` (1024 bits, in unsigned longs) holding ``signals``, built
+    by hand: glibc's sigaddset() refuses the two signals it keeps for itself (32, 33), but
+    the sets posix_spawn and signalfd take may name them."""
+    words = [0] * (1024 // (8 * _WORD))
+    for signum in signals:
+        words[(signum - 1) // (8 * _WORD)] |= 1 << ((signum - 1) % (8 * _WORD))
+    return b"".join(word.to_bytes(_WORD, _BYTE_ORDER) for word in words)
+
+
+def errno() -> int:
+    """The C errno left by the last call above in this thread."""
+    return _ctypes.get_errno()
