@@ -53,16 +53,23 @@ class _Process:
     _handle = _ctypes.dlopen(None, _ctypes.RTLD_LOCAL)  # type: ignore[arg-type]
 
 
+_function_types: dict[tuple[type, tuple[type, ...] | None], type] = {}
+
+
 def _bind(name: str, result: type, arguments: tuple[type, ...] | None) -> Callable[..., int]:
     """The C function ``name``; ``arguments`` None for a variadic one (Python ints and bytes
-    then pass as C ints and pointers)."""
-    namespace: dict[str, object] = {
-        "_flags_": _ctypes.FUNCFLAG_CDECL | _ctypes.FUNCFLAG_USE_ERRNO,
-        "_restype_": result,
-    }
-    if arguments is not None:
-        namespace["_argtypes_"] = arguments
-    function_type = type(f"{name}_function", (_ctypes.CFuncPtr,), namespace)
+    then pass as C ints and pointers). One function type per signature: making a type is
+    most of the cost."""
+    function_type = _function_types.get((result, arguments))
+    if function_type is None:
+        namespace: dict[str, object] = {
+            "_flags_": _ctypes.FUNCFLAG_CDECL | _ctypes.FUNCFLAG_USE_ERRNO,
+            "_restype_": result,
+        }
+        if arguments is not None:
+            namespace["_argtypes_"] = arguments
+        function_type = type("CFunction", (_ctypes.CFuncPtr,), namespace)
+        _function_types[result, arguments] = function_type
     function: Callable[..., int] = function_type((name, _Process))
     return function
 

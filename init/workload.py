@@ -14,7 +14,6 @@ import fcntl
 import os
 import stat
 import struct
-import termios
 
 from . import elf, libc
 from .cmodules import signal
@@ -32,6 +31,9 @@ _SPAWN_SETSIGDEF = 0x04
 _SPAWN_SETSIGMASK = 0x08
 _SPAWN_SETSID = 0x80
 _ATTRIBUTES_SIZE = 1024
+# termios' TIOCSWINSZ without loading termios (an extension module) for every container: the
+# generic value, and PowerPC's own.
+_TIOCSWINSZ = 0x80087467 if os.uname().machine.startswith("ppc") else 0x5414
 _FILE_ACTIONS_SIZE = 256
 # The workload starts with every signal at its default disposition (all but the two that
 # cannot change) and none blocked.
@@ -124,7 +126,7 @@ def open_terminal(rows: int, columns: int) -> tuple[int, int]:
     after the root has changed), sized ``rows`` x ``columns`` when known."""
     master, slave = os.openpty()
     if rows > 0 and columns > 0:
-        fcntl.ioctl(master, termios.TIOCSWINSZ, struct.pack("HHHH", rows, columns, 0, 0))
+        fcntl.ioctl(master, _TIOCSWINSZ, struct.pack("HHHH", rows, columns, 0, 0))
     return master, slave
 
 

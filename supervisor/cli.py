@@ -23,7 +23,6 @@ from .logfile import LogFile, LogSink
 from .options import PROG, CommandLine, help_text, parse
 from .signals import CLI_FORWARDED_SIGNALS
 from .spawn import spawn_init
-from .terminal import HostTerminal, window_size
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -31,6 +30,7 @@ if TYPE_CHECKING:
 
     from .result import ContainerResult
     from .spawn import InitProcess
+    from .terminal import HostTerminal
 
 VERSION = "0.1.0"
 
@@ -59,14 +59,18 @@ def run_cli(argv: list[str]) -> int:
 
     # Blocked from here on, in every thread trio may start later: see the module docstring.
     signal.pthread_sigmask(signal.SIG_BLOCK, CLI_FORWARDED_SIGNALS)
-    terminal = HostTerminal(0) if line.tty and os.isatty(0) else None
+    terminal: HostTerminal | None = None
+    window = (0, 0)
+    if line.tty:  # termios and tty load only for -t
+        from .terminal import HostTerminal, window_size
+
+        terminal = HostTerminal(0) if os.isatty(0) else None
+        window = window_size(0)
     if terminal is not None:
         terminal.start_guard()
     try:
         try:
-            init = spawn_init(config, rootfs, fork=True,
-                              window=window_size(0) if line.tty else (0, 0),
-                              log_level=line.log_level)
+            init = spawn_init(config, rootfs, fork=True, window=window, log_level=line.log_level)
         except PyctrError as exc:
             return _fail(exc)
         result = _supervise(init, config, line, log_sink, terminal)

@@ -11,9 +11,10 @@ import pytest
 
 # trio and structlog (~120 ms together here) wait until after the fork. enum (pulled in by
 # the signal and socket wrappers), re (glob, argparse), selectors, argparse, dataclasses,
-# json and typing cost milliseconds each.
+# json, typing and ctypes cost milliseconds each; termios and tty are for -t only.
 KEPT_OUT = ("trio", "structlog", "orjson", "enum", "re", "selectors", "argparse",
-            "dataclasses", "json", "typing", "glob", "socket", "signal", "subprocess")
+            "dataclasses", "json", "typing", "glob", "socket", "signal", "subprocess", "ctypes",
+            "termios", "tty")
 
 
 @pytest.mark.parametrize("entry", ["pyctr.supervisor.cli", "pyctr.init"])
