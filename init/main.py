@@ -63,11 +63,13 @@ RELAYED_SIGNALS = frozenset(range(1, 32)) - {signal.SIGKILL, signal.SIGSTOP, sig
 WAITED_SIGNALS = RELAYED_SIGNALS | {signal.SIGCHLD}
 
 
-def run(sock: socket.socket) -> NoReturn:
-    """Be the container's init on ``sock``; never returns (the process exits)."""
+def run(sock: socket.socket, started: int = -1) -> NoReturn:
+    """Be the container's init on ``sock``; never returns (the process exits). ``started``,
+    when given, is a descriptor init closes once the workload has been started (or could not
+    be): the CLI waits for that before it starts its own heavy imports."""
     code = EXIT_SETUP_FAILED
     try:
-        code = _run(Channel(sock))
+        code = _run(Channel(sock), started)
     except BaseException as exc:
         try:
             Channel(sock).send(SetupFailed(EXIT_SETUP_FAILED, "init.crashed",
@@ -78,7 +80,7 @@ def run(sock: socket.socket) -> NoReturn:
         os._exit(code)
 
 
-def _run(channel: Channel) -> int:
+def _run(channel: Channel, started: int) -> int:
     set_parent_death_signal(signal.SIGKILL)
     # The death signal only covers a parent that dies from now on; if the supervisor is already
     # gone, its end of the socket is closed (its messages may still be queued): stop here.
@@ -88,9 +90,11 @@ def _run(channel: Channel) -> int:
     # Inherited SIG_IGN for SIGCHLD would make the kernel reap our children for us, and the
     # workload's exit status would be lost.
     signal.signal(signal.SIGCHLD, signal.SIG_DFL)
-    keep = channel.sock.fileno()
-    os.closerange(3, keep)
-    os.closerange(keep + 1, 1 << 20)
+    low = 3
+    for keep in sorted({channel.sock.fileno(), started} - {-1}):
+        os.closerange(low, keep)
+        low = keep + 1
+    os.closerange(low, 1 << 20)
     signal.pthread_sigmask(signal.SIG_BLOCK, WAITED_SIGNALS)
     os.setsid()  # no controlling terminal: the host's Ctrl-C reaches us only via the supervisor
 
@@ -129,6 +133,8 @@ def _run(channel: Channel) -> int:
     finally:
         if terminal is not None:
             os.close(terminal)  # only the workload keeps the slave: its exit ends the session
+        if started != -1:
+            os.close(started)
     channel.send_for(WorkloadStarted(pid), pid)
 
     status = relay_and_reap(pid, channel, group=config.signal_group)

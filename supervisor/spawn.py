@@ -84,12 +84,13 @@ class InitProcess:
 
 def spawn_init(config: ContainerConfig, rootfs: str, *, fork: bool,
                window: tuple[int, int] = (0, 0), collect: tuple[str, ...] = (),
-               stdin: bool = False, log_level: str = "debug") -> InitProcess:
+               stdin: bool = False, log_level: str = "debug", started: int = -1) -> InitProcess:
     """Start the init for ``config`` (``rootfs`` as returned by ``config.check()``);
     ``window`` is the (rows, columns) a terminal starts with. ``collect`` names the streams
     (``stdout``, ``stderr``) to pipe to us besides those ``config.capture_output`` pipes;
     ``stdin``: give the init a stdin pipe whose write end we keep. ``log_level``: the least
-    severe init event that will be shown (init sends no others)."""
+    severe init event that will be shown (init sends no others). ``started`` (with ``fork``):
+    a descriptor the init keeps open until the workload has started, then closes."""
     try:
         queued = [encode(Hello()), encode(config.to_message(rootfs, *window, log_level))]
     except ProtocolError as exc:
@@ -118,7 +119,7 @@ def spawn_init(config: ContainerConfig, rootfs: str, *, fork: bool,
         if config.capture_output or stream in collect:
             readers[stream], stdio[target] = _output_pipe()
     try:
-        pid = _start_in_new_pid_namespace(ours, theirs, stdio, fork=fork)
+        pid = _start_in_new_pid_namespace(ours, theirs, stdio, fork=fork, started=started)
     except BaseException:
         ours.close()
         for fd in [*readers.values(), *([] if feeder is None else [feeder])]:
@@ -143,7 +144,7 @@ def _output_pipe() -> tuple[int, int]:
 
 
 def _start_in_new_pid_namespace(ours: socket.socket, theirs: socket.socket,
-                                stdio: dict[int, int], *, fork: bool) -> int:
+                                stdio: dict[int, int], *, fork: bool, started: int) -> int:
     """Start the init as PID 1 of a new PID namespace, with ``stdio`` (target fd -> source)
     replacing the standard streams it would otherwise share with us."""
     own_namespace = os.open("/proc/self/ns/pid", os.O_RDONLY | os.O_CLOEXEC)
@@ -163,7 +164,7 @@ def _start_in_new_pid_namespace(ours: socket.socket, theirs: socket.socket,
                         os.dup2(source, target)
                     from pyctr.init import run  # imported by the CLI already: costs nothing
 
-                    run(theirs)
+                    run(theirs, started)
                 return pid
             os.set_inheritable(theirs.fileno(), True)
             argv = [sys.executable, "-m", "pyctr.init", str(theirs.fileno())]
