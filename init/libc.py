@@ -4,7 +4,7 @@
 ``import ctypes`` costs ~2 ms here (it builds some thirty C type classes, ``struct`` and
 ``types`` come along), and the CLI pays it before every workload starts, since init needs
 mount(2) and friends. ``_ctypes``, the C module under it, can call a C function on its own
-once it is told the argument and result types; the four types below are all these calls use.
+once it is told the argument and result types; the few types below are all these calls use.
 Every function here takes ints and bytes (None for a NULL pointer), returns the C result as an
 int, and leaves the C ``errno`` of the call for ``errno()``.
 """
