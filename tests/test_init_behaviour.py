@@ -1,14 +1,21 @@
-"""What the init does as PID 1: reaps every zombie, orphans included, and lets no host file
-descriptor into the container."""
+"""What the init does as PID 1: reaps every zombie, orphans included, lets no host file
+descriptor into the container, and tells the CLI when the workload has started."""
 
 from __future__ import annotations
 
 import os
+import select
+import signal
 import subprocess
+import threading
 from pathlib import Path
 
+import pytest
 from conftest import requires_root
 from helpers import CLI, Run
+
+from pyctr.supervisor import ContainerConfig
+from pyctr.supervisor.spawn import spawn_init
 
 pytestmark = requires_root
 
@@ -76,3 +83,27 @@ def test_init_keeps_no_descriptor_but_its_socket_and_stdio(rootfs: Path) -> None
                for line in completed.stdout.splitlines() if " -> " in line}
     extra = {fd: target for fd, target in targets.items() if fd not in ("0", "1", "2")}
     assert len(extra) == 1 and next(iter(extra.values())).startswith("socket:"), targets
+
+
+def test_init_closes_the_started_pipe_once_the_workload_runs(rootfs: Path) -> None:
+    """The CLI imports trio only after this pipe closes: it must close at the workload's
+    start, not at the init's exit."""
+    if threading.active_count() != 1:
+        pytest.skip("forking the init needs a process with one thread")
+    config = ContainerConfig(rootfs, ["/bin/sleep", "30"])
+    read_end, write_end = os.pipe2(os.O_CLOEXEC)
+    try:
+        init = spawn_init(config, config.check(), fork=True, started=write_end)
+    finally:
+        os.close(write_end)
+    try:
+        assert select.select([read_end], [], [], 10)[0], "the init kept the pipe open"
+        assert os.read(read_end, 1) == b""
+        assert os.waitid(os.P_PIDFD, init.pidfd, os.WEXITED | os.WNOHANG) is None, "init exited"
+        children = Path(f"/proc/{init.pid}/task/{init.pid}/children").read_text().split()
+        assert [Path(f"/proc/{pid}/comm").read_text().strip() for pid in children] == ["sleep"]
+    finally:
+        os.close(read_end)
+        signal.pidfd_send_signal(init.pidfd, signal.SIGKILL)
+        os.waitid(os.P_PIDFD, init.pidfd, os.WEXITED)
+        init.close()
