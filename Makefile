@@ -62,11 +62,14 @@ test: venv rootfs
 
 # mypy cannot see through the editable install's package mapping, so it checks the folders
 # through a pyctr/ tree of symlinks that mirrors the installed layout.
+BENCHES := $(filter-out %.md,$(wildcard bench/*))
+
 lint: venv
-	$(VENV)/bin/ruff check supervisor init protocol tests
+	$(VENV)/bin/ruff check supervisor init protocol tests $(BENCHES)
 	mkdir -p build/typecheck/pyctr
 	for p in supervisor init protocol; do ln -sfn ../../../$$p build/typecheck/pyctr/$$p; done
 	MYPYPATH=build/typecheck $(VENV)/bin/mypy -p pyctr.protocol -p pyctr.init -p pyctr.supervisor
+	$(VENV)/bin/mypy --strict --scripts-are-modules $(BENCHES)
 
 bench: venv rootfs
 	@for b in bench/*; do [ -x "$$b" ] && [ -f "$$b" ] && { echo "== $$b"; "$$b" --rootfs $(ROOTFS) || exit 1; }; done; true
