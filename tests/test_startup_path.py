@@ -27,3 +27,15 @@ def test_nothing_heavy_before_the_fork(entry: str) -> None:
     loaded = subprocess.run([sys.executable, "-I", "-c", probe], capture_output=True,
                             text=True, check=True).stdout.split()
     assert loaded == []
+
+
+def test_the_package_loads_its_names_on_first_use() -> None:
+    probe = ("import sys; import pyctr.protocol.errors; before = set(sys.modules); "
+             "import pyctr.supervisor; "
+             "print(' '.join(sorted(set(sys.modules) - before))); "
+             "from pyctr.supervisor import ContainerConfig, ContainerResult, PyctrError; "
+             "print(ContainerConfig.__module__, ContainerResult.__module__, PyctrError.__module__)")
+    out = subprocess.run([sys.executable, "-I", "-c", probe], capture_output=True, text=True,
+                         check=True).stdout.splitlines()
+    assert [name for name in out[0].split() if name.startswith("pyctr")] == ["pyctr.supervisor"]
+    assert out[1] == "pyctr.supervisor.config pyctr.supervisor.result pyctr.supervisor.errors"
