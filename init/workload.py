@@ -18,10 +18,6 @@ import struct
 from . import elf, libc
 from .cmodules import signal
 
-TYPE_CHECKING = False
-if TYPE_CHECKING:
-    pass
-
 EXIT_CANNOT_EXECUTE = 126
 EXIT_NOT_FOUND = 127
 # posix_spawn flags (glibc's spawn.h; SETSID is a GNU extension) and the opaque structs'
@@ -31,14 +27,14 @@ _SPAWN_SETSIGDEF = 0x04
 _SPAWN_SETSIGMASK = 0x08
 _SPAWN_SETSID = 0x80
 _ATTRIBUTES_SIZE = 1024
-# termios' TIOCSWINSZ without loading termios (an extension module) for every container: the
-# generic value, and PowerPC's own.
-_TIOCSWINSZ = 0x80087467 if os.uname().machine.startswith("ppc") else 0x5414
 _FILE_ACTIONS_SIZE = 256
 # The workload starts with every signal at its default disposition (all but the two that
 # cannot change) and none blocked.
 _DEFAULT_SIGNALS = libc.sigset(frozenset(range(1, 65)) - {signal.SIGKILL, signal.SIGSTOP})
 _NO_SIGNALS = libc.sigset(())
+# termios' TIOCSWINSZ without loading termios (an extension module) for every container: the
+# generic value, and PowerPC's own.
+_TIOCSWINSZ = 0x80087467 if os.uname().machine.startswith("ppc") else 0x5414
 REBUILD_HINT = ("rebuild it with rootfs-scripts/build-rootfs, which copies the loader and "
                 "every library ldd names")
 
