@@ -39,6 +39,9 @@ install:
 	@$(MAKE) -s host-deps PYTHON=$(SYSTEM_PYTHON)
 	$(SYSTEM_PYTHON) -m venv --clear $(SYSTEM_VENV)
 	$(SYSTEM_VENV)/bin/python -m pip install -q --upgrade pip
+	@# setuptools builds in ./build/lib and reuses it: a module deleted from the source would
+	@# still be installed from there.
+	rm -rf build/lib build/bdist.*
 	$(SYSTEM_VENV)/bin/python -m pip install -q .
 	$(SYSTEM_VENV)/bin/python -m pip uninstall -q -y setuptools
 	ln -sf $(SYSTEM_VENV)/bin/pyctr-supervise $(PREFIX)/bin/pyctr-supervise
