@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 from conftest import requires_root
-from helpers import CLI, VALIDATOR, LineReader, Run
+from helpers import CLI, VALIDATOR, LineReader, Run, wait_until
 
 pytestmark = requires_root
 
@@ -214,11 +214,16 @@ def test_host_pid_is_the_workload_as_the_host_sees_it(rootfs: Path) -> None:
             record = json.loads(reader.line())
             records[record["event"]] = record
         host_pid = records["workload.started"]["host_pid"]
-        status = dict(line.split(":\t", 1)
-                      for line in Path(f"/proc/{host_pid}/status").read_text().splitlines())
-        assert status["Name"] == "sleep"
-        assert int(status["PPid"]) == records["container.created"]["init_pid"]
-        assert status["NSpid"].split() == [str(host_pid), "2"]
+
+        def status() -> dict[str, str]:
+            lines = Path(f"/proc/{host_pid}/status").read_text().splitlines()
+            return dict(line.split(":\t", 1) for line in lines)
+
+        # The exec has happened; the kernel renames the process a moment later.
+        wait_until(lambda: status()["Name"] == "sleep", "the workload to be sleep")
+        fields = status()
+        assert int(fields["PPid"]) == records["container.created"]["init_pid"]
+        assert fields["NSpid"].split() == [str(host_pid), "2"]
     finally:
         process.kill()
         process.communicate()

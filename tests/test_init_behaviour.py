@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 from conftest import requires_root
-from helpers import CLI, Run
+from helpers import CLI, Run, wait_until
 
 from pyctr.supervisor import ContainerConfig
 from pyctr.supervisor.spawn import spawn_init
@@ -101,7 +101,11 @@ def test_init_closes_the_started_pipe_once_the_workload_runs(rootfs: Path) -> No
         assert os.read(read_end, 1) == b""
         assert os.waitid(os.P_PIDFD, init.pidfd, os.WEXITED | os.WNOHANG) is None, "init exited"
         children = Path(f"/proc/{init.pid}/task/{init.pid}/children").read_text().split()
-        assert [Path(f"/proc/{pid}/comm").read_text().strip() for pid in children] == ["sleep"]
+        assert len(children) == 1, "the workload is not running"
+        # posix_spawn returns once the exec has replaced the child's memory, a moment before
+        # the kernel renames it.
+        wait_until(lambda: Path(f"/proc/{children[0]}/comm").read_text().strip() == "sleep",
+                   "the workload to be sleep")
     finally:
         os.close(read_end)
         signal.pidfd_send_signal(init.pidfd, signal.SIGKILL)
