@@ -182,6 +182,20 @@ def test_help_and_version() -> None:
     assert version.returncode == 0 and version.stdout.startswith("pyctr-supervise ")
 
 
+def test_help_into_a_reader_that_has_gone_is_quiet() -> None:
+    # `pyctr-supervise --help | head -0`: the CLI exits without the interpreter's teardown,
+    # so its own last flush must cope with the closed pipe (no "Exception ignored" noise).
+    read_end, write_end = os.pipe()
+    os.close(read_end)
+    try:
+        helped = subprocess.run([CLI, "--help"], stdout=write_end, stderr=subprocess.PIPE,
+                                text=True, timeout=30)
+    finally:
+        os.close(write_end)
+    assert helped.returncode == 0
+    assert helped.stderr == ""
+
+
 def test_command_arguments_that_look_like_options_belong_to_the_command(pyctr) -> None:
     run = pyctr("/bin/echo", "-h", "--name", "x", options=("--name", "argcheck"))
     assert run.stdout == "-h --name x\n"
