@@ -6,6 +6,7 @@ from __future__ import annotations
 import fnmatch
 import os
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -28,6 +29,25 @@ def test_a_script_an_empty_file_and_garbage_are_not_elf(tmp_path: Path) -> None:
     (tmp_path / "garbage").write_bytes(b"\x7fELF" + b"\xff" * 60)
     for name in ("script", "empty", "garbage", "missing"):
         assert elf.read_elf(str(tmp_path / name)) is None
+
+
+@given(st.binary(min_size=0, max_size=200), st.sampled_from([1, 2]), st.sampled_from([1, 2]))
+def test_a_corrupt_elf_header_is_not_elf_and_raises_nothing(tail: bytes, width: int,
+                                                            order: int) -> None:
+    # Random sizes and offsets in the header: read_elf must neither raise nor believe them
+    # (a size field of gigabytes must not be allocated).
+    with tempfile.NamedTemporaryFile() as file:
+        file.write(b"\x7fELF" + bytes([width, order]) + tail)
+        file.flush()
+        info = elf.read_elf(file.name)
+    assert info is None or isinstance(info, elf.ElfInfo)
+
+
+def test_a_truncated_executable_is_not_elf(tmp_path: Path) -> None:
+    whole = Path("/bin/true").read_bytes()
+    for size in (16, 52, 64, 200, 1000):
+        (tmp_path / "cut").write_bytes(whole[:size])
+        assert elf.read_elf(str(tmp_path / "cut")) is None, size
 
 
 def test_nothing_is_missing_for_a_host_binary() -> None:

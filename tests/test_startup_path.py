@@ -11,10 +11,11 @@ import pytest
 
 # trio and structlog (~120 ms together here) wait until after the fork. enum (pulled in by
 # the signal and socket wrappers), re (glob, argparse), selectors, argparse, dataclasses,
-# json, typing and ctypes cost milliseconds each; termios and tty are for -t only.
+# json, typing and ctypes cost milliseconds each, mmap (a shared library) half of one;
+# termios and tty are for -t only.
 KEPT_OUT = ("trio", "structlog", "orjson", "enum", "re", "selectors", "argparse",
             "dataclasses", "json", "typing", "glob", "socket", "signal", "subprocess", "ctypes",
-            "termios", "tty")
+            "termios", "tty", "mmap")
 
 
 @pytest.mark.parametrize("entry", ["pyctr.supervisor.cli", "pyctr.init"])
