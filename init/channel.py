@@ -9,14 +9,13 @@ import struct
 
 from pyctr.protocol import (
     LOG_LEVELS,
-    MAX_MESSAGE_SIZE,
     Log,
     Message,
     decode,
     encode,
     utc_timestamp,
 )
-from pyctr.protocol.codec import HEADER_SIZE
+from pyctr.protocol.codec import HEADER_SIZE, frame_size
 
 from .cmodules import socket
 
@@ -53,7 +52,10 @@ class Channel:
 
     def receive(self) -> Message | None:
         """The next message, or None when the supervisor has closed its end."""
-        data = self.sock.recv(HEADER_SIZE + MAX_MESSAGE_SIZE + 1)
+        head = self.sock.recv(HEADER_SIZE, socket.MSG_PEEK)
+        if not head:
+            return None
+        data = self.sock.recv(frame_size(head))
         if not data:
             return None
         return decode(data)

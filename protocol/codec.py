@@ -52,6 +52,17 @@ def frame(payload: bytes) -> bytes:
     return _U32.pack(len(payload)) + payload
 
 
+def frame_size(head: bytes) -> int:
+    """How many bytes to receive for the message whose first bytes (peeked) are ``head``:
+    its declared size and one more, so that a frame carrying more than it declares is caught
+    by ``unframe`` rather than cut to fit. Receiving into a buffer of the largest possible
+    message instead costs a megabyte allocation per message, 50-100 us each here."""
+    if len(head) < HEADER_SIZE:
+        return HEADER_SIZE  # all of a message too short for its header; unframe says so
+    length: int = _U32.unpack_from(head)[0]
+    return HEADER_SIZE + min(length, MAX_MESSAGE_SIZE) + 1
+
+
 def unframe(data: bytes) -> bytes:
     """Return the payload of exactly one frame."""
     if len(data) < HEADER_SIZE:

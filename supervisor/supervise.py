@@ -22,7 +22,6 @@ import trio
 
 from pyctr.protocol import (
     LOG_LEVELS,
-    MAX_MESSAGE_SIZE,
     PROTOCOL_VERSION,
     Hello,
     Log,
@@ -34,7 +33,7 @@ from pyctr.protocol import (
     WorkloadStarted,
     decode,
 )
-from pyctr.protocol.codec import HEADER_SIZE
+from pyctr.protocol.codec import HEADER_SIZE, frame_size
 
 from .errors import EXIT_PYCTR_FAILED
 from .output import as_text, collect, feed, pump
@@ -58,7 +57,6 @@ if TYPE_CHECKING:
     from .config import ContainerConfig
     from .spawn import InitProcess
 
-_RECEIVE_SIZE = HEADER_SIZE + MAX_MESSAGE_SIZE + 1
 _CREDENTIALS = struct.Struct("iII")  # struct ucred: pid, uid, gid
 _ANCILLARY_SPACE = socket.CMSG_SPACE(_CREDENTIALS.size) + socket.CMSG_SPACE(4 * 4)
 
@@ -266,7 +264,11 @@ class _Supervision:
     async def read_messages(self) -> None:
         sock = trio.socket.from_stdlib_socket(self.init.sock)
         while True:
-            data, raw, _, _ = await sock.recvmsg(_RECEIVE_SIZE, _ANCILLARY_SPACE)
+            # Peeked first, to receive each message into a buffer of its own size.
+            head = await sock.recv(HEADER_SIZE, socket.MSG_PEEK)
+            if not head:
+                return
+            data, raw, _, _ = await sock.recvmsg(frame_size(head), _ANCILLARY_SPACE)
             if not data or not self.receive(data, _Ancillary(raw)):
                 return
 
@@ -275,8 +277,11 @@ class _Supervision:
         cancelled ``read_messages``)."""
         while True:
             try:
+                head = self.init.sock.recv(HEADER_SIZE, socket.MSG_PEEK | socket.MSG_DONTWAIT)
+                if not head:
+                    return
                 data, raw, _, _ = self.init.sock.recvmsg(
-                    _RECEIVE_SIZE, _ANCILLARY_SPACE, socket.MSG_DONTWAIT)
+                    frame_size(head), _ANCILLARY_SPACE, socket.MSG_DONTWAIT)
             except BlockingIOError:
                 return
             if not data or not self.receive(data, _Ancillary(raw)):
