@@ -44,6 +44,12 @@ install:
 	rm -rf build/lib build/bdist.*
 	$(SYSTEM_VENV)/bin/python -m pip install -q .
 	$(SYSTEM_VENV)/bin/python -m pip uninstall -q -y setuptools
+	@# pip's console script goes through the site module; ours does not (see the template).
+	site=$$($(SYSTEM_VENV)/bin/python -c 'import sysconfig; print(sysconfig.get_path("purelib"))') && \
+	  sed -e 's|@PYTHON@|$(SYSTEM_VENV)/bin/python|' -e "s|@SITE_PACKAGES@|$$site|" \
+	    packaging/pyctr-supervise.in > $(SYSTEM_VENV)/bin/pyctr-supervise.new && \
+	  chmod 755 $(SYSTEM_VENV)/bin/pyctr-supervise.new && \
+	  mv $(SYSTEM_VENV)/bin/pyctr-supervise.new $(SYSTEM_VENV)/bin/pyctr-supervise
 	ln -sf $(SYSTEM_VENV)/bin/pyctr-supervise $(PREFIX)/bin/pyctr-supervise
 	@echo "installed: $(PREFIX)/bin/pyctr-supervise"
 
