@@ -62,3 +62,27 @@ def test_installed_copy_runs_a_container(shared_venv: Path, rootfs: Path) -> Non
                           str(rootfs), "/bin/echo", "from-installed-copy"],
                          capture_output=True, text=True, timeout=60)
     assert (out.returncode, out.stdout) == (0, "from-installed-copy\n"), out.stderr
+
+
+@pytest.fixture(scope="module")
+def made_install(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """`make install` into a temporary venv and prefix, as a user would run it (into
+    /opt/pyctr and /usr/local)."""
+    root = tmp_path_factory.mktemp("install")
+    (root / "bin").mkdir()
+    made = subprocess.run(["make", "-s", "install", f"SYSTEM_VENV={root / 'venv'}",
+                           f"PREFIX={root}"], cwd=REPO, capture_output=True, text=True)
+    assert made.returncode == 0, made.stdout + made.stderr
+    return root
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="containers are Linux-only")
+def test_make_install_writes_a_script_without_site_that_runs_a_container(
+        made_install: Path, rootfs: Path) -> None:
+    script = made_install / "venv" / "bin" / "pyctr-supervise"
+    assert script.read_text().startswith(f"#!{made_install / 'venv' / 'bin' / 'python'} -IS\n")
+    assert (made_install / "bin" / "pyctr-supervise").resolve() == script
+    out = subprocess.run([str(made_install / "bin" / "pyctr-supervise"), "--log-level", "error",
+                          str(rootfs), "/bin/echo", "from-make-install"],
+                         capture_output=True, text=True, timeout=60)
+    assert (out.returncode, out.stdout) == (0, "from-make-install\n"), out.stderr
