@@ -74,10 +74,10 @@ test: venv rootfs
 BENCHES := $(filter-out %.md,$(wildcard bench/*))
 
 lint: venv
-	$(VENV)/bin/ruff check supervisor init protocol tests $(BENCHES)
+	$(VENV)/bin/ruff check supervisor init protocol linux spec tests $(BENCHES)
 	mkdir -p build/typecheck/pyctr
-	for p in supervisor init protocol; do ln -sfn ../../../$$p build/typecheck/pyctr/$$p; done
-	MYPYPATH=build/typecheck $(VENV)/bin/mypy -p pyctr.protocol -p pyctr.init -p pyctr.supervisor
+	for p in supervisor init protocol linux spec; do ln -sfn ../../../$$p build/typecheck/pyctr/$$p; done
+	MYPYPATH=build/typecheck $(VENV)/bin/mypy -p pyctr.protocol -p pyctr.linux -p pyctr.spec -p pyctr.init -p pyctr.supervisor
 	$(VENV)/bin/mypy --strict --scripts-are-modules $(BENCHES)
 
 # The benchmarks measure what users run: the regular install (an editable .venv adds an

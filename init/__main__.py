@@ -9,7 +9,8 @@ from __future__ import annotations
 import os
 import sys
 
-from .cmodules import socket
+from pyctr.linux.cmodules import socket
+
 from .main import run
 
 if __name__ == "__main__":

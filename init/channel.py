@@ -7,6 +7,7 @@ import os
 import select
 import struct
 
+from pyctr.linux.cmodules import socket
 from pyctr.protocol import (
     LOG_LEVELS,
     Log,
@@ -16,8 +17,6 @@ from pyctr.protocol import (
     utc_timestamp,
 )
 from pyctr.protocol.codec import HEADER_SIZE, frame_size
-
-from .cmodules import socket
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:

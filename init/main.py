@@ -16,6 +16,17 @@ from __future__ import annotations
 import errno as errno_codes
 import os
 
+from pyctr.linux.cmodules import signal
+from pyctr.linux.syscalls import (
+    CLONE_NEWIPC,
+    CLONE_NEWNET,
+    CLONE_NEWNS,
+    CLONE_NEWUTS,
+    LinuxSyscalls,
+    SyscallError,
+    set_parent_death_signal,
+    set_process_name,
+)
 from pyctr.protocol import (
     PROTOCOL_VERSION,
     Config,
@@ -30,25 +41,14 @@ from pyctr.protocol import (
 
 from . import elf, workload  # noqa: F401 - elf is used by workload after the root changes
 from .channel import Channel
-from .cmodules import signal
 from .rootfs import apply_plan, plan_root
-from .syscalls import (
-    CLONE_NEWIPC,
-    CLONE_NEWNET,
-    CLONE_NEWNS,
-    CLONE_NEWUTS,
-    LinuxSyscalls,
-    SyscallError,
-    set_parent_death_signal,
-    set_process_name,
-)
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from typing import NoReturn
 
-    from .cmodules import socket
-    from .syscalls import Syscalls
+    from pyctr.linux.cmodules import socket
+    from pyctr.linux.syscalls import Syscalls
 
 EXIT_SETUP_FAILED = 125
 # The namespaces init enters itself; the PID namespace was made by the supervisor's unshare

@@ -21,7 +21,7 @@ from __future__ import annotations
 import os
 import stat
 
-from .syscalls import (
+from pyctr.linux.syscalls import (
     MNT_DETACH,
     MS_BIND,
     MS_NODEV,
@@ -39,7 +39,7 @@ if TYPE_CHECKING:
     from collections.abc import Callable
     from typing import TypeAlias
 
-    from .syscalls import Syscalls
+    from pyctr.linux.syscalls import Syscalls
 
     Step: TypeAlias = "Mount | MakeDir | MakeDevice | Symlink | PivotRoot | Chroot"
 

@@ -15,8 +15,10 @@ import os
 import stat
 import struct
 
-from . import elf, libc
-from .cmodules import signal
+from pyctr.linux import libc
+from pyctr.linux.cmodules import signal
+
+from . import elf
 
 EXIT_CANNOT_EXECUTE = 126
 EXIT_NOT_FOUND = 127

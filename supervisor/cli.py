@@ -18,7 +18,7 @@ import select
 import sys
 
 from pyctr import init as _init  # noqa: F401 - imported before the fork, so the child has it
-from pyctr.init.cmodules import signal
+from pyctr.linux.cmodules import signal
 
 from .config import ContainerConfig
 from .errors import EXIT_PYCTR_FAILED, PyctrError

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import os
 
-from pyctr.init.cmodules import signal
+from pyctr.linux.cmodules import signal
 from pyctr.protocol import Config
 
 from .errors import PyctrError

@@ -8,7 +8,7 @@ between the user pressing Enter and the workload starting.
 
 from __future__ import annotations
 
-from pyctr.init.cmodules import signal
+from pyctr.linux.cmodules import signal
 
 from .errors import UsageError
 from .logfile import parse_size

@@ -15,7 +15,7 @@ from __future__ import annotations
 import os
 import struct
 
-from pyctr.init import libc
+from pyctr.linux import libc
 
 _SFD_CLOEXEC = 0o2000000
 _SFD_NONBLOCK = 0o4000

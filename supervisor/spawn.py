@@ -37,8 +37,8 @@ import os
 import sys
 import time
 
-from pyctr.init.cmodules import signal, socket
-from pyctr.init.syscalls import CLONE_NEWPID, SyscallError, setns, unshare
+from pyctr.linux.cmodules import signal, socket
+from pyctr.linux.syscalls import CLONE_NEWPID, SyscallError, setns, unshare
 from pyctr.protocol import Hello, ProtocolError, encode
 
 from .errors import PyctrError

@@ -13,7 +13,7 @@ class RecordingSyscalls:
     def _record(self, *call: object) -> None:
         self.calls.append(call)
         if self.fail_on is not None and call[0] == self.fail_on[0] and self.fail_on[1] in call:
-            from pyctr.init.syscalls import SyscallError
+            from pyctr.linux.syscalls import SyscallError
 
             raise SyscallError(13, str(call[0]), str(self.fail_on[1]))
 

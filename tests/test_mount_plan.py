@@ -8,7 +8,7 @@ from fakes import RecordingSyscalls
 
 from pyctr.init.main import NAMESPACES, build_container, explain
 from pyctr.init.rootfs import Chroot, Mount, PivotRoot, apply_plan, plan_root
-from pyctr.init.syscalls import (
+from pyctr.linux.syscalls import (
     CLONE_NEWIPC,
     CLONE_NEWNET,
     CLONE_NEWNS,

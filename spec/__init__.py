@@ -1,0 +1,1 @@
+"""The OCI runtime spec as pyctr's one description of a container."""
