@@ -16,8 +16,10 @@ from __future__ import annotations
 import errno as errno_codes
 import os
 
+from pyctr.linux import rootpath  # noqa: F401 - LinuxSyscalls.resolve uses it, before the pivot
 from pyctr.linux.cmodules import signal
 from pyctr.linux.syscalls import (
+    CLONE_NEWCGROUP,
     CLONE_NEWIPC,
     CLONE_NEWNET,
     CLONE_NEWNS,
@@ -28,6 +30,7 @@ from pyctr.linux.syscalls import (
     set_process_name,
 )
 from pyctr.protocol import (
+    EXIT_SETUP_FAILED,
     PROTOCOL_VERSION,
     Config,
     Hello,
@@ -38,10 +41,11 @@ from pyctr.protocol import (
     WorkloadExited,
     WorkloadStarted,
 )
+from pyctr.spec.model import Spec, SpecError
 
 from . import elf, workload  # noqa: F401 - elf is used by workload after the root changes
 from .channel import Channel
-from .rootfs import apply_plan, plan_root
+from .rootfs import MountError, apply_plan, plan_root
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -49,18 +53,28 @@ if TYPE_CHECKING:
 
     from pyctr.linux.cmodules import socket
     from pyctr.linux.syscalls import Syscalls
+    from pyctr.protocol.codec import Value
 
-EXIT_SETUP_FAILED = 125
-# The namespaces init enters itself; the PID namespace was made by the supervisor's unshare
-# before the fork (a process cannot move itself into a new PID namespace).
+# The namespaces init enters itself, in the order it joins or makes them; the PID namespace
+# was made by the supervisor's unshare before the fork (a process cannot move itself into a
+# new PID namespace).
 NAMESPACES = (
-    ("mnt", CLONE_NEWNS),
+    ("mount", CLONE_NEWNS),
     ("uts", CLONE_NEWUTS),
     ("ipc", CLONE_NEWIPC),
-    ("net", CLONE_NEWNET),
+    ("network", CLONE_NEWNET),
+    ("cgroup", CLONE_NEWCGROUP),
 )
 RELAYED_SIGNALS = frozenset(range(1, 32)) - {signal.SIGKILL, signal.SIGSTOP, signal.SIGCHLD}
 WAITED_SIGNALS = RELAYED_SIGNALS | {signal.SIGCHLD}
+# Kernel settings a container may change (they belong to one of its namespaces), as runc
+# allows them: by prefix, with the namespace they need.
+SYSCTL_NAMESPACES = (
+    ("kernel.msgmax", "ipc"), ("kernel.msgmnb", "ipc"), ("kernel.msgmni", "ipc"),
+    ("kernel.sem", "ipc"), ("kernel.shmall", "ipc"), ("kernel.shmmax", "ipc"),
+    ("kernel.shmmni", "ipc"), ("kernel.shm_rmid_forced", "ipc"), ("fs.mqueue.", "ipc"),
+    ("net.", "network"), ("kernel.hostname", "uts"), ("kernel.domainname", "uts"),
+)
 
 
 def run(sock: socket.socket, started: int = -1) -> NoReturn:
@@ -105,24 +119,34 @@ def _run(channel: Channel, started: int) -> int:
     channel.show_from(config.log_level)
     sys = LinuxSyscalls()
     try:
-        mounts = build_container(config, sys, channel)
+        spec = Spec.from_value(config.spec)
+        check_sysctls(spec)
+        namespaces, mounts = build_container(config, spec, sys, channel)
+    except (SpecError, MountError) as exc:
+        failure = SetupFailed(EXIT_SETUP_FAILED, "config.invalid", str(exc))
+        channel.send(failure)
+        return failure.exit_code
     except SyscallError as exc:
         failure = SetupFailed(EXIT_SETUP_FAILED, "setup.failed", explain(exc, config.rootfs))
         channel.send(failure)
         return failure.exit_code
-    channel.send(Ready([name for name, _ in NAMESPACES] + ["pid"], mounts))
+    channel.send(Ready(namespaces, mounts))
 
+    process = spec.process
+    argv, env = process.args, process.environment()
     terminal = None
     try:
-        workload.enter_workdir(config.cwd)
-        path = workload.resolve(config.argv[0], config.env, config.rootfs)
-        workload.check_runnable(path, config.env, config.rootfs)
-        if config.tty:
-            master, terminal = workload.open_terminal(config.rows, config.columns)
+        workload.enter_workdir(process.cwd)
+        path = workload.resolve(argv[0], env, config.rootfs)
+        workload.check_runnable(path, env, config.rootfs)
+        if process.terminal:
+            height, width = process.console_size or (0, 0)
+            master, terminal = workload.open_terminal(height, width)
+            workload.bind_console(terminal)
             channel.send_with_descriptors(Terminal(), [master])
             os.close(master)  # the supervisor holds it now
-        channel.log("debug", "workload.exec", path=path, argv=list(config.argv))
-        pid = workload.start(path, config.argv, config.env, terminal)
+        channel.log("debug", "workload.exec", path=path, argv=list(argv))
+        pid = workload.start(path, argv, env, process, terminal)
     except workload.WorkloadError as exc:
         channel.send(SetupFailed(exc.exit_code, exc.error, exc.message))
         return exc.exit_code
@@ -166,36 +190,71 @@ def _handshake(channel: Channel) -> Config | SetupFailed:
     return config
 
 
-def build_container(config: Config, sys: Syscalls, channel: Channel) -> list[str]:
-    """Enter the namespaces, set the hostname, bring up lo and build the root filesystem."""
+def check_sysctls(spec: Spec) -> None:
+    """Refuse a sysctl that is not the container's own: writing it would change the host."""
+    for key in spec.linux.sysctl:
+        kind = next((kind for prefix, kind in SYSCTL_NAMESPACES
+                     if key == prefix or (prefix.endswith(".") and key.startswith(prefix))),
+                    None)
+        if kind is None:
+            raise SpecError(f"linux.sysctl: {key} is not namespaced, so setting it would "
+                            f"change the host; pyctr refuses it")
+        namespace = spec.linux.namespace(kind)
+        if namespace is None or namespace.path is not None:
+            raise SpecError(f"linux.sysctl: {key} needs a new {kind} namespace")
+
+
+def build_container(config: Config, spec: Spec, sys: Syscalls,
+                    channel: Channel) -> tuple[list[str], list[str]]:
+    """Join and enter the namespaces, set the host and domain names, bring up lo and build
+    the root filesystem; return the namespaces and the mount points."""
     flags = 0
-    for _, flag in NAMESPACES:
-        flags |= flag
+    entered = []
+    for name, flag in NAMESPACES:
+        namespace = spec.linux.namespace(name)
+        if namespace is None:
+            continue
+        entered.append(name)
+        if namespace.path is not None:
+            sys.setns(namespace.path, flag)
+        else:
+            flags |= flag
     sys.unshare(flags)
-    channel.log("debug", "namespaces.entered", namespaces=[name for name, _ in NAMESPACES])
-    sys.link_up("lo")
-    sys.sethostname(config.hostname)
+    logged: list[Value] = [*entered]
+    channel.log("debug", "namespaces.entered", namespaces=logged)
+    if flags & CLONE_NEWNET:
+        sys.link_up("lo")
+    if spec.hostname is not None:
+        sys.sethostname(spec.hostname)
+    if spec.domainname is not None:
+        sys.setdomainname(spec.domainname)
 
     def mounted(target: str, fstype: str) -> None:
         channel.log("debug", "rootfs.mounted", target=target, fstype=fstype)
 
-    mounts = apply_plan(plan_root(config.rootfs, chroot=config.chroot), sys, mounted)
+    mounts = apply_plan(plan_root(spec, config.rootfs, chroot=config.chroot), sys,
+                        config.rootfs, mounted)
     channel.log("debug", "rootfs.ready", mounts=list(mounts),
                 root_change="chroot" if config.chroot else "pivot_root")
-    return mounts
+    return [*entered, "pid"], mounts
 
 
 def explain(exc: SyscallError, rootfs: str) -> str:
     """One line for the user: what failed, on which path, and what to do about it."""
+    where = f"{rootfs.rstrip('/')}{exc.path}" if exc.path.startswith("/") else exc.path
     if exc.operation == "create mount point":
-        return (f"cannot create mount point {exc.path}: {exc.strerror}; create that directory "
+        return (f"cannot create mount point {where}: {exc.strerror}; create that directory "
                 f"in the rootfs {rootfs} yourself or make the rootfs writable")
+    if exc.operation == "refuse symlinked mount point":
+        return (f"{where} is a symbolic link: pyctr does not mount /proc, /sys or /dev "
+                f"through one (it could lead out of the rootfs); replace it with a directory")
     if exc.operation == "unshare" and exc.errno == errno_codes.EINVAL:
         return ("the kernel lacks one of the mount, UTS, IPC or network namespaces "
                 "(unshare: Invalid argument); enable CONFIG_*_NS in the kernel")
     if exc.operation == "unshare":
         return f"cannot create namespaces ({exc}); run pyctr as root"
-    return f"container setup failed: {exc}; check that {rootfs} is a usable root filesystem"
+    return (f"container setup failed: {exc.operation} `{where}`: {exc.strerror}; check that "
+            f"{rootfs} is a usable root filesystem")
 
 
 def relay_and_reap(pid: int, channel: Channel, *, group: bool = True) -> int:

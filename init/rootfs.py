@@ -1,19 +1,23 @@
 """The container's root filesystem, as a plan of steps and one loop that applies them.
 
-``plan_root`` turns the configuration into an ordered list of steps (as bubblewrap turns its
-options into setup operations); ``apply_plan`` runs them against a ``Syscalls`` object. Tests
-check the plan and the recorded calls without root; the real run uses ``LinuxSyscalls``.
+``plan_root`` turns a spec's root, mounts and devices into an ordered list of steps (as
+bubblewrap turns its options into setup operations); ``apply_plan`` runs them against a
+``Syscalls`` object. Tests check the plan and the recorded calls without root; the real run
+uses ``LinuxSyscalls``.
 
-The order matters and each step says why:
+The order matters:
 
 1. make ``/`` private, recursively, before mounting anything, or our mounts propagate to
    the host's mount namespace;
 2. bind-mount the rootfs onto itself, because pivot_root needs the new root to be a mount
    point;
-3. mount /proc (from inside the new PID namespace, so it shows the container's processes),
-   /sys read-only, /tmp, and a minimal /dev, creating any missing mount point first;
-4. pivot_root into it and detach the old root, so nothing of the host stays reachable
-   (or, with ``chroot``, the original program's plain chroot).
+3. the spec's mounts, in the spec's order, each destination resolved inside the rootfs (a
+   symlink in the rootfs never leads a mount out of it; ``/proc``, ``/sys`` and ``/dev`` may
+   not be symlinks at all), its mount point created first when missing;
+4. the device nodes and /dev's links, the namespaced sysctls (through the container's own
+   /proc), and the root made read-only if the spec says so;
+5. pivot_root into it and detach the old root, so nothing of the host stays reachable
+   (or, with ``chroot``, a plain chroot), then the root's propagation.
 """
 
 from __future__ import annotations
@@ -24,15 +28,30 @@ import stat
 from pyctr.linux.syscalls import (
     MNT_DETACH,
     MS_BIND,
+    MS_DIRSYNC,
+    MS_LAZYTIME,
+    MS_MANDLOCK,
+    MS_NOATIME,
     MS_NODEV,
+    MS_NODIRATIME,
     MS_NOEXEC,
     MS_NOSUID,
+    MS_NOSYMFOLLOW,
     MS_PRIVATE,
     MS_RDONLY,
     MS_REC,
+    MS_RELATIME,
+    MS_REMOUNT,
+    MS_SHARED,
     MS_SLAVE,
     MS_STRICTATIME,
+    MS_SYNCHRONOUS,
+    MS_UNBINDABLE,
+    SyscallError,
 )
+from pyctr.spec.defaults import DEV_LINKS, DEVICES
+
+from . import cgroupfs
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -40,28 +59,88 @@ if TYPE_CHECKING:
     from typing import TypeAlias
 
     from pyctr.linux.syscalls import Syscalls
+    from pyctr.spec.model import Device, Spec
+    from pyctr.spec.model import Mount as SpecMount
 
-    Step: TypeAlias = "Mount | MakeDir | MakeDevice | Symlink | PivotRoot | Chroot"
+    Step: TypeAlias = ("Mount | MountInRoot | CgroupMounts | MakeDevice | Symlink | Sysctl"
+                       " | ReadOnlyRoot | PivotRoot | Chroot | Propagation")
 
-# (name, major, minor): the character devices every container gets (as runc's defaults).
-DEVICES = (
-    ("null", 1, 3),
-    ("zero", 1, 5),
-    ("full", 1, 7),
-    ("random", 1, 8),
-    ("urandom", 1, 9),
-    ("tty", 5, 0),
-)
-DEV_LINKS = (
-    ("fd", "/proc/self/fd"),
-    ("stdin", "/proc/self/fd/0"),
-    ("stdout", "/proc/self/fd/1"),
-    ("stderr", "/proc/self/fd/2"),
-    ("ptmx", "pts/ptmx"),
-)
+# mount(8)'s option names: (flag to set, or to clear when the second item is True).
+FLAG_OPTIONS: dict[str, tuple[int, bool]] = {
+    "ro": (MS_RDONLY, False), "rw": (MS_RDONLY, True),
+    "nosuid": (MS_NOSUID, False), "suid": (MS_NOSUID, True),
+    "nodev": (MS_NODEV, False), "dev": (MS_NODEV, True),
+    "noexec": (MS_NOEXEC, False), "exec": (MS_NOEXEC, True),
+    "sync": (MS_SYNCHRONOUS, False), "async": (MS_SYNCHRONOUS, True),
+    "dirsync": (MS_DIRSYNC, False), "mand": (MS_MANDLOCK, False),
+    "nomand": (MS_MANDLOCK, True),
+    "noatime": (MS_NOATIME, False), "atime": (MS_NOATIME, True),
+    "nodiratime": (MS_NODIRATIME, False), "diratime": (MS_NODIRATIME, True),
+    "relatime": (MS_RELATIME, False), "norelatime": (MS_RELATIME, True),
+    "strictatime": (MS_STRICTATIME, False), "nostrictatime": (MS_STRICTATIME, True),
+    "lazytime": (MS_LAZYTIME, False), "nolazytime": (MS_LAZYTIME, True),
+    "nosymfollow": (MS_NOSYMFOLLOW, False), "symfollow": (MS_NOSYMFOLLOW, True),
+    "bind": (MS_BIND, False), "rbind": (MS_BIND | MS_REC, False),
+    "defaults": (0, False),
+}
+PROPAGATION_OPTIONS = {
+    "private": MS_PRIVATE, "rprivate": MS_PRIVATE | MS_REC,
+    "shared": MS_SHARED, "rshared": MS_SHARED | MS_REC,
+    "slave": MS_SLAVE, "rslave": MS_SLAVE | MS_REC,
+    "unbindable": MS_UNBINDABLE, "runbindable": MS_UNBINDABLE | MS_REC,
+}
+# Where runc refuses a symlink: a kernel filesystem mounted through one could end up anywhere.
+NO_SYMLINK_DESTINATIONS = ("/proc", "/sys", "/dev")
+_KEPT_ON_REMOUNT = MS_NOSUID | MS_NODEV | MS_NOEXEC
+
+
+class MountError(ValueError):
+    """A mount the spec asks for that cannot be made as written (an unknown option)."""
+
+
+def _named(shown: str, call: Callable[..., None], *args: object) -> None:
+    """``call``, its failure naming ``shown`` (the path in the container) rather than the
+    /proc/self/fd name the call was given."""
+    try:
+        call(*args)
+    except SyscallError as exc:
+        raise SyscallError(exc.errno or 0, exc.operation.replace(" on", ""), shown) from None
+
+
+class _InRoot:
+    """A step on a destination inside the root, whose errors name that destination."""
+
+    __slots__ = ("destination",)
+
+    def __init__(self, destination: str) -> None:
+        self.destination = destination
+
+    def _mount(self, sys: Syscalls, source: str | None, target: str, fstype: str | None,
+               flags: int, data: str | None) -> None:
+        _named(self.destination, sys.mount, source, target, fstype, flags, data)
+
+
+def parse_options(options: list[str]) -> tuple[int, int, str | None]:
+    """(flags, propagation flags, data) for mount(2) from a spec mount's option list:
+    known flag names become flags, the rest (``mode=755``, ``size=64m``) data."""
+    flags = propagation = 0
+    data = []
+    for option in options:
+        if option in FLAG_OPTIONS:
+            flag, clear = FLAG_OPTIONS[option]
+            flags = flags & ~flag if clear else flags | flag
+        elif option in PROPAGATION_OPTIONS:
+            propagation |= PROPAGATION_OPTIONS[option]
+        elif option.startswith(("x-", "X-")):
+            continue  # userspace-only options, for mount helpers
+        else:
+            data.append(option)
+    return flags, propagation, ",".join(data) or None
 
 
 class Mount:
+    """A mount on a host path (the host's root, the rootfs itself)."""
+
     __slots__ = ("data", "flags", "fstype", "source", "target")
 
     def __init__(
@@ -71,36 +150,133 @@ class Mount:
             source, target, fstype, flags, data
         )
 
-    def apply(self, sys: Syscalls) -> None:
+    def apply(self, sys: Syscalls, root: str) -> None:
         sys.mount(self.source, self.target, self.fstype, self.flags, self.data)
 
     def __repr__(self) -> str:
         return f"Mount({self.source!r}, {self.target!r}, {self.fstype!r}, {self.flags:#x})"
 
 
-class MakeDir:
-    """A mount point that must exist; created (0755) when missing."""
+class MountInRoot(_InRoot):
+    """One of the spec's mounts: a filesystem (or, for ``bind``, a host path) on a
+    destination resolved inside the root, created when missing."""
 
-    __slots__ = ("mode", "path")
+    __slots__ = ("fstype", "source", "spec_options")
 
-    def __init__(self, path: str, mode: int = 0o755) -> None:
-        self.path, self.mode = path, mode
+    def __init__(self, mount: SpecMount) -> None:
+        super().__init__(mount.destination)
+        self.fstype = "bind" if mount.is_bind else mount.type
+        self.source = mount.source
+        self.spec_options = mount.options
+        parse_options(mount.options)
 
-    def apply(self, sys: Syscalls) -> None:
-        sys.mkdir(self.path, self.mode)
+    def apply(self, sys: Syscalls, root: str) -> None:
+        flags, propagation, data = parse_options(self.spec_options)
+        bind = self.fstype == "bind"
+        create = "dir"
+        if bind:
+            assert self.source is not None
+            flags |= MS_BIND
+            if not os.path.isdir(self.source):
+                create = "file"
+        refuse = self.destination.rstrip("/") in NO_SYMLINK_DESTINATIONS or \
+            self.fstype in ("proc", "sysfs")
+        target = sys.resolve(root, self.destination, create, refuse)
+        try:
+            if bind:
+                self._mount(sys, self.source, target, None, flags & (MS_BIND | MS_REC), None)
+            else:
+                self._mount(sys, self.source or self.fstype, target, self.fstype, flags, data)
+        finally:
+            sys.release(target)
+        extra = flags & ~(MS_BIND | MS_REC)
+        if not (propagation or (bind and extra)):
+            return
+        # The descriptor named the directory under the new mount; the mount itself is what a
+        # fresh lookup finds now.
+        target = sys.resolve(root, self.destination, None, False)
+        try:
+            if bind and extra:
+                # A bind takes its flags only on a remount, which applies to the top mount;
+                # read-only reaches the submounts of a recursive bind through mount_setattr.
+                self._mount(sys, None, target, None, MS_BIND | MS_REMOUNT | extra, None)
+                if flags & MS_RDONLY and flags & MS_REC:
+                    _named(self.destination, sys.readonly_recursive, target)
+            if propagation:
+                self._mount(sys, None, target, None, propagation, None)
+        finally:
+            sys.release(target)
 
-    def __repr__(self) -> str:
-        return f"MakeDir({self.path!r})"
+
+class CgroupMounts(_InRoot):
+    """``type: cgroup``: the container's own cgroups, read-only when asked (see cgroupfs)."""
+
+    __slots__ = ("flags",)
+
+    def __init__(self, mount: SpecMount) -> None:
+        super().__init__(mount.destination)
+        self.flags, _, _ = parse_options(mount.options)
+
+    def apply(self, sys: Syscalls, root: str) -> None:
+        readonly = self.flags & MS_RDONLY
+        kept = self.flags & _KEPT_ON_REMOUNT
+        for item in cgroupfs.read_host_cgroup_mounts():
+            path = f"{self.destination}/{item.target}".rstrip("/") if item.target else \
+                self.destination
+            if item.kind == "symlink":
+                parent = sys.resolve(root, self.destination, "dir", False)
+                try:
+                    sys.symlink(item.source, f"{parent}/{item.target}")
+                finally:
+                    sys.release(parent)
+                continue
+            target = sys.resolve(root, path, "dir", False)
+            try:
+                if item.kind == "tmpfs":
+                    self._mount(sys, "cgroup", target, "tmpfs", kept, "mode=755")
+                else:
+                    self._mount(sys, item.source, target, None, MS_BIND | MS_REC, None)
+            finally:
+                sys.release(target)
+            if item.kind == "bind":
+                target = sys.resolve(root, path, None, False)  # the bind, not what is under it
+                try:
+                    flags = MS_BIND | MS_REMOUNT | kept | readonly
+                    self._mount(sys, None, target, None, flags, None)
+                finally:
+                    sys.release(target)
+        if readonly:
+            target = sys.resolve(root, self.destination, None, False)
+            try:
+                self._mount(sys, None, target, None, MS_REMOUNT | kept | MS_RDONLY, "mode=755")
+            except OSError:
+                pass  # pure cgroup v2: the destination is the bind itself, read-only already
+            finally:
+                sys.release(target)
 
 
 class MakeDevice:
-    __slots__ = ("major", "minor", "path")
+    """A device node (or FIFO) at ``path`` inside the root."""
 
-    def __init__(self, path: str, major: int, minor: int) -> None:
-        self.path, self.major, self.minor = path, major, minor
+    __slots__ = ("gid", "kind", "major", "minor", "mode", "path", "uid")
 
-    def apply(self, sys: Syscalls) -> None:
-        sys.mknod(self.path, stat.S_IFCHR | 0o666, self.major, self.minor)
+    def __init__(self, path: str, kind: str, major: int, minor: int, mode: int = 0o666,
+                 uid: int = 0, gid: int = 0) -> None:
+        self.path, self.kind, self.major, self.minor = path, kind, major, minor
+        self.mode, self.uid, self.gid = mode, uid, gid
+
+    def apply(self, sys: Syscalls, root: str) -> None:
+        directory, _, name = self.path.rpartition("/")
+        parent = sys.resolve(root, directory or "/", "dir", False)
+        try:
+            node = f"{parent}/{name}"
+            kind = {"c": stat.S_IFCHR, "u": stat.S_IFCHR, "b": stat.S_IFBLK,
+                    "f": stat.S_IFREG}.get(self.kind, stat.S_IFIFO)
+            sys.mknod(node, kind | self.mode, self.major, self.minor)
+            if self.uid or self.gid:
+                sys.chown(node, self.uid, self.gid)
+        finally:
+            sys.release(parent)
 
     def __repr__(self) -> str:
         return f"MakeDevice({self.path!r}, {self.major}, {self.minor})"
@@ -112,24 +288,49 @@ class Symlink:
     def __init__(self, target: str, path: str) -> None:
         self.target, self.path = target, path
 
-    def apply(self, sys: Syscalls) -> None:
-        sys.symlink(self.target, self.path)
+    def apply(self, sys: Syscalls, root: str) -> None:
+        directory, _, name = self.path.rpartition("/")
+        parent = sys.resolve(root, directory or "/", "dir", False)
+        try:
+            sys.symlink(self.target, f"{parent}/{name}")
+        finally:
+            sys.release(parent)
 
     def __repr__(self) -> str:
         return f"Symlink({self.target!r}, {self.path!r})"
+
+
+class Sysctl:
+    """A namespaced kernel setting, written through the container's own /proc."""
+
+    __slots__ = ("key", "value")
+
+    def __init__(self, key: str, value: str) -> None:
+        self.key, self.value = key, value
+
+    def apply(self, sys: Syscalls, root: str) -> None:
+        target = sys.resolve(root, "/proc/sys/" + self.key.replace(".", "/"), None, True)
+        try:
+            sys.write_file(target, self.value)
+        finally:
+            sys.release(target)
+
+
+class ReadOnlyRoot:
+    __slots__ = ()
+
+    def apply(self, sys: Syscalls, root: str) -> None:
+        sys.mount(None, root, None, MS_BIND | MS_REMOUNT | MS_RDONLY, None)
 
 
 class PivotRoot:
     """pivot_root(".", ".") stacks the old root on top of the new one; unmounting "." then
     removes the old root without needing a directory for it (the way crun does it)."""
 
-    __slots__ = ("path",)
+    __slots__ = ()
 
-    def __init__(self, path: str) -> None:
-        self.path = path
-
-    def apply(self, sys: Syscalls) -> None:
-        sys.chdir(self.path)
+    def apply(self, sys: Syscalls, root: str) -> None:
+        sys.chdir(root)
         sys.pivot_root(".", ".")
         # Keep the detach below from propagating anywhere, whatever the host's propagation.
         sys.mount(None, ".", None, MS_SLAVE | MS_REC, None)
@@ -137,66 +338,85 @@ class PivotRoot:
         sys.chdir("/")
 
     def __repr__(self) -> str:
-        return f"PivotRoot({self.path!r})"
+        return "PivotRoot()"
 
 
 class Chroot:
-    __slots__ = ("path",)
+    __slots__ = ()
 
-    def __init__(self, path: str) -> None:
-        self.path = path
-
-    def apply(self, sys: Syscalls) -> None:
-        sys.chdir(self.path)
+    def apply(self, sys: Syscalls, root: str) -> None:
+        sys.chdir(root)
         sys.chroot(".")
         sys.chdir("/")
 
     def __repr__(self) -> str:
-        return f"Chroot({self.path!r})"
+        return "Chroot()"
 
 
-def plan_root(rootfs: str, *, chroot: bool = False) -> list[Step]:
-    """The steps that turn the absolute path ``rootfs`` into the container's root."""
+class Propagation:
+    """linux.rootfsPropagation, on the new root once it is the root."""
+
+    __slots__ = ("flags",)
+
+    def __init__(self, flags: int) -> None:
+        self.flags = flags
+
+    def apply(self, sys: Syscalls, root: str) -> None:
+        sys.mount(None, "/", None, self.flags, None)
+
+
+def plan_root(spec: Spec, rootfs: str, *, chroot: bool = False) -> list[Step]:
+    """The steps that turn the absolute host path ``rootfs`` into the container's root."""
     if not os.path.isabs(rootfs):
         raise ValueError(f"rootfs must be an absolute path, not {rootfs!r}")
     root = rootfs.rstrip("/") or "/"
-    dev = f"{root}/dev"
-    nosuid_nodev = MS_NOSUID | MS_NODEV
     plan: list[Step] = [
         Mount(None, "/", None, MS_REC | MS_PRIVATE, None),
         Mount(root, root, None, MS_BIND | MS_REC, None),
-        MakeDir(f"{root}/proc"),
-        Mount("proc", f"{root}/proc", "proc", nosuid_nodev | MS_NOEXEC, None),
-        MakeDir(f"{root}/sys"),
-        Mount("sysfs", f"{root}/sys", "sysfs", nosuid_nodev | MS_NOEXEC | MS_RDONLY, None),
-        MakeDir(f"{root}/tmp"),
-        Mount("tmpfs", f"{root}/tmp", "tmpfs", nosuid_nodev, "mode=1777"),
-        MakeDir(dev),
-        Mount("tmpfs", dev, "tmpfs", MS_NOSUID | MS_STRICTATIME, "mode=755,size=65536k"),
     ]
-    plan += [MakeDevice(f"{dev}/{name}", major, minor) for name, major, minor in DEVICES]
-    plan += [
-        MakeDir(f"{dev}/pts"),
-        Mount("devpts", f"{dev}/pts", "devpts", MS_NOSUID | MS_NOEXEC,
-              "newinstance,ptmxmode=0666,mode=0620,gid=5"),
-        MakeDir(f"{dev}/shm"),
-        Mount("shm", f"{dev}/shm", "tmpfs", nosuid_nodev | MS_NOEXEC, "mode=1777,size=65536k"),
-    ]
-    plan += [Symlink(target, f"{dev}/{name}") for name, target in DEV_LINKS]
-    plan.append(Chroot(root) if chroot else PivotRoot(root))
+    destinations = set()
+    for mount in spec.mounts:
+        destinations.add(os.path.normpath(mount.destination))
+        plan.append(CgroupMounts(mount) if mount.type == "cgroup" and not mount.is_bind
+                    else MountInRoot(mount))
+    plan += _devices(spec.linux.devices, "/dev" in destinations, spec.process.terminal)
+    plan += [Sysctl(key, value) for key, value in sorted(spec.linux.sysctl.items())]
+    if spec.root_readonly:
+        plan.append(ReadOnlyRoot())
+    plan.append(Chroot() if chroot else PivotRoot())
+    if spec.linux.rootfs_propagation:
+        plan.append(Propagation(PROPAGATION_OPTIONS[spec.linux.rootfs_propagation]))
     return plan
 
 
-def apply_plan(plan: list[Step], sys: Syscalls,
+def _devices(devices: list[Device], dev_mounted: bool, terminal: bool) -> list[Step]:
+    """The default nodes and links (into a /dev the spec mounts: a rootfs's own /dev is left
+    as it is), then the spec's own devices."""
+    steps: list[Step] = []
+    if dev_mounted:
+        given = {device.path for device in devices}
+        steps += [MakeDevice(f"/dev/{name}", "c", major, minor)
+                  for name, major, minor in DEVICES if f"/dev/{name}" not in given]
+        steps += [Symlink(target, f"/dev/{name}") for name, target in DEV_LINKS]
+        if terminal:  # the terminal's slave is bound here once it exists
+            steps.append(MakeDevice("/dev/console", "f", 0, 0, 0o600))
+    steps += [MakeDevice(device.path, device.type, device.major, device.minor,
+                         0o666 if device.file_mode is None else device.file_mode,
+                         device.uid or 0, device.gid or 0) for device in devices]
+    return steps
+
+
+def apply_plan(plan: list[Step], sys: Syscalls, rootfs: str,
                on_mount: Callable[[str, str], None] | None = None) -> list[str]:
     """Run every step in order; return the mount points made, as seen inside the container.
     ``on_mount(mount point, fstype)`` is called after each filesystem is mounted."""
-    root = next((step.path for step in plan if isinstance(step, PivotRoot | Chroot)), "")
+    root = rootfs.rstrip("/") or "/"
     mounted: list[str] = []
     for step in plan:
-        step.apply(sys)
-        if isinstance(step, Mount) and step.fstype is not None:
-            mounted.append(step.target[len(root):] or "/")
+        step.apply(sys, root)
+        if isinstance(step, MountInRoot | CgroupMounts):
+            fstype = "cgroup" if isinstance(step, CgroupMounts) else step.fstype or "none"
+            mounted.append(step.destination)
             if on_mount is not None:
-                on_mount(mounted[-1], step.fstype)
+                on_mount(step.destination, fstype)
     return mounted

@@ -4,7 +4,8 @@ The workload must not inherit what init (and CPython) changed for itself: it sta
 signal disposition at default (CPython ignores SIGPIPE and SIGXFSZ, a careless parent may have
 ignored more), an empty signal mask (init blocks everything so it can sigwaitinfo), in its own
 process group so signals can reach a whole pipeline, and with no descriptor but 0, 1 and 2
-(init closed what it inherited, and every descriptor Python opens is close-on-exec).
+(init closed what it inherited, and every descriptor Python opens is close-on-exec). It runs
+as the spec's user, with the spec's umask and rlimits.
 """
 
 from __future__ import annotations
@@ -15,25 +16,28 @@ import os
 import stat
 import struct
 
-from pyctr.linux import libc
 from pyctr.linux.cmodules import signal
+from pyctr.linux.syscalls import (
+    MS_BIND,
+    RLIMITS,
+    LinuxSyscalls,
+    reset_signal_disposition,
+    set_rlimit,
+)
+from pyctr.protocol import EXIT_CANNOT_EXECUTE, EXIT_NOT_FOUND, EXIT_SETUP_FAILED
+from pyctr.spec.defaults import DEFAULT_PATH
 
 from . import elf
 
-EXIT_CANNOT_EXECUTE = 126
-EXIT_NOT_FOUND = 127
-# posix_spawn flags (glibc's spawn.h; SETSID is a GNU extension) and the opaque structs'
-# sizes, rounded up (glibc x86_64: 336 and 80 bytes).
-_SPAWN_SETPGROUP = 0x02
-_SPAWN_SETSIGDEF = 0x04
-_SPAWN_SETSIGMASK = 0x08
-_SPAWN_SETSID = 0x80
-_ATTRIBUTES_SIZE = 1024
-_FILE_ACTIONS_SIZE = 256
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+    from pyctr.spec.model import Process
+
 # The workload starts with every signal at its default disposition (all but the two that
-# cannot change) and none blocked.
-_DEFAULT_SIGNALS = libc.sigset(frozenset(range(1, 65)) - {signal.SIGKILL, signal.SIGSTOP})
-_NO_SIGNALS = libc.sigset(())
+# cannot change, 32 and 33 included) and none blocked.
+_DEFAULT_SIGNALS = tuple(sorted(frozenset(range(1, 65)) - {signal.SIGKILL, signal.SIGSTOP}))
 # termios' TIOCSWINSZ without loading termios (an extension module) for every container: the
 # generic value, and PowerPC's own.
 _TIOCSWINSZ = 0x80087467 if os.uname().machine.startswith("ppc") else 0x5414
@@ -56,7 +60,7 @@ def resolve(command: str, env: dict[str, str], rootfs: str) -> str:
     if "/" in command:
         candidates = [command]
     else:
-        search = env.get("PATH", "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin")
+        search = env.get("PATH", DEFAULT_PATH)
         candidates = [f"{directory or '.'}/{command}" for directory in search.split(":")]
     denied = None
     for candidate in candidates:
@@ -128,58 +132,117 @@ def open_terminal(rows: int, columns: int) -> tuple[int, int]:
     return master, slave
 
 
-def start(path: str, argv: list[str], env: dict[str, str], terminal: int | None = None) -> int:
+def start(path: str, argv: list[str], env: dict[str, str], process: Process,
+          terminal: int | None = None) -> int:
     """Start the workload and return its pid once the exec has succeeded. With ``terminal``
     (a pty's slave side) it leads a new session with that terminal as its controlling
     terminal and standard streams; without, it leads a new process group.
 
-    posix_spawn, not fork and exec: glibc starts the child with CLONE_VM|CLONE_VFORK, so
-    init's page tables are not copied (init may be a fork of a large trio program: that copy
-    and its teardown at the exec were the largest cost of a short container) and none of
-    init's Python runs in the child. Called through libc rather than ``os.posix_spawn``,
-    whose signal sets go through sigaddset(): that refuses 32 and 33, and glibc's child then
-    leaves those two ignored across the exec. The working directory is init's own (see
-    ``enter_workdir``): posix_spawn cannot change it.
+    A fork, not posix_spawn: between the fork and the exec the child becomes what the spec's
+    ``process`` says (rlimits, OOM score, groups and ids, umask), which posix_spawn cannot
+    do. The child reports a failure of any of it, or of the exec, on a close-on-exec pipe; an
+    end of file with nothing on it means the exec succeeded. The working directory is init's
+    own (see ``enter_workdir``).
     """
-    attributes, actions = libc.buffer(_ATTRIBUTES_SIZE), libc.buffer(_FILE_ACTIONS_SIZE)
-    libc.posix_spawnattr_init(attributes)
-    libc.posix_spawn_file_actions_init(actions)
+    report_read, report_write = os.pipe2(os.O_CLOEXEC)
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover - the child execs or exits, and never returns
+        try:
+            os.close(report_read)
+            _become_workload(path, argv, env, process, terminal)
+        except WorkloadError as exc:
+            _report(report_write, exc.exit_code, exc.error, exc.message)
+        except BaseException as exc:
+            _report(report_write, EXIT_SETUP_FAILED, "workload.setup_failed",
+                    f"cannot start {path}: {exc}")
+        os._exit(EXIT_SETUP_FAILED)
+    os.close(report_write)
     try:
-        flags = _SPAWN_SETSIGDEF | _SPAWN_SETSIGMASK
-        if terminal is None:
-            flags |= _SPAWN_SETPGROUP
-            libc.posix_spawnattr_setpgroup(attributes, 0)
-        else:
-            # Opened by name after setsid (which comes before the file actions), the terminal
-            # becomes the new session's controlling terminal.
-            flags |= _SPAWN_SETSID
-            libc.posix_spawn_file_actions_addopen(actions, 0, os.fsencode(os.ttyname(terminal)),
-                                                  os.O_RDWR, 0)
-            libc.posix_spawn_file_actions_adddup2(actions, 0, 1)
-            libc.posix_spawn_file_actions_adddup2(actions, 0, 2)
-        libc.posix_spawnattr_setflags(attributes, flags)
-        libc.posix_spawnattr_setsigdefault(attributes, _DEFAULT_SIGNALS)
-        libc.posix_spawnattr_setsigmask(attributes, _NO_SIGNALS)
-        pid = libc.int_cell()
-        err = libc.posix_spawn(
-            pid, os.fsencode(path), actions, attributes,
-            libc.strings([os.fsencode(arg) for arg in argv]),
-            libc.strings([os.fsencode(f"{key}={value}") for key, value in env.items()]))
+        report = b""
+        while chunk := os.read(report_read, 4096):
+            report += chunk
     finally:
-        libc.posix_spawn_file_actions_destroy(actions)
-        libc.posix_spawnattr_destroy(attributes)
-    if err:
-        code = EXIT_NOT_FOUND if err == errno_codes.ENOENT else EXIT_CANNOT_EXECUTE
-        raise WorkloadError(code, "command.exec_failed", f"exec {path}: {os.strerror(err)}")
-    return int(pid[0])
+        os.close(report_read)
+    if not report:
+        return pid
+    os.waitpid(pid, 0)
+    code, error, message = report.decode("utf-8", "replace").split("\0", 2)
+    raise WorkloadError(int(code), error, message)
+
+
+def _report(fd: int, code: int, error: str, message: str) -> None:
+    try:
+        os.write(fd, f"{code}\0{error}\0{message}".encode("utf-8", "replace")[:4096])
+    except OSError:
+        pass  # init is gone: nobody is left to tell
+
+
+def _become_workload(path: str, argv: list[str], env: dict[str, str], process: Process,
+                     terminal: int | None) -> None:
+    """In the child: take the spec's process settings, in the order runc and crun use (the
+    ones that need privilege before the ids change), then exec."""
+    if terminal is None:
+        os.setpgid(0, 0)
+    else:
+        os.setsid()
+        # Opened by name by a session leader without one, it becomes the controlling terminal.
+        slave = os.open(os.ttyname(terminal), os.O_RDWR)
+        for target in (0, 1, 2):
+            os.dup2(slave, target)
+        if slave > 2:
+            os.close(slave)
+    if process.oom_score_adj is not None:
+        _step("set oomScoreAdj", _write, "/proc/self/oom_score_adj",
+              str(process.oom_score_adj))
+    for rlimit in process.rlimits:
+        _step(f"set {rlimit.type}", set_rlimit, RLIMITS[rlimit.type], rlimit.soft, rlimit.hard)
+    user = process.user
+    _step("setgroups", os.setgroups, user.additional_gids)
+    _step(f"set gid {user.gid}", os.setresgid, user.gid, user.gid, user.gid)
+    _step(f"set uid {user.uid}", os.setresuid, user.uid, user.uid, user.uid)
+    os.umask(0o022 if user.umask is None else user.umask)
+    for signum in _DEFAULT_SIGNALS:
+        reset_signal_disposition(signum)
+    signal.pthread_sigmask(signal.SIG_SETMASK, ())
+    try:
+        os.execve(path, argv, env)
+    except OSError as exc:
+        code = EXIT_NOT_FOUND if exc.errno == errno_codes.ENOENT else EXIT_CANNOT_EXECUTE
+        raise WorkloadError(code, "command.exec_failed",
+                            f"exec {path}: {exc.strerror}") from None
+
+
+def _step(what: str, call: Callable[..., object], *args: object) -> None:
+    try:
+        call(*args)
+    except OSError as exc:
+        raise WorkloadError(EXIT_SETUP_FAILED, "process.setup_failed",
+                            f"cannot {what} for the workload: {exc.strerror}") from None
+
+
+def _write(path: str, text: str) -> None:
+    fd = os.open(path, os.O_WRONLY | os.O_CLOEXEC)
+    try:
+        os.write(fd, text.encode())
+    finally:
+        os.close(fd)
 
 
 def enter_workdir(cwd: str) -> None:
-    """Make ``cwd`` (inside the container) the directory the workload starts in."""
+    """Make ``cwd`` (inside the container, after the root changed) the directory the workload
+    starts in, creating it when missing, as docker does."""
     try:
+        os.makedirs(cwd, 0o755, exist_ok=True)
         os.chdir(cwd)
     except OSError as exc:
         raise WorkloadError(
-            125, "workdir.unusable",
-            f"cannot change to working directory {cwd}: {exc.strerror}; create it in the rootfs",
+            EXIT_SETUP_FAILED, "workdir.unusable",
+            f"cannot use working directory {cwd}: {exc.strerror}; create it in the rootfs",
         ) from None
+
+
+def bind_console(terminal: int) -> None:
+    """Make /dev/console the workload's terminal, as runc does, when the container's /dev
+    has the placeholder for it (the spec mounts a /dev)."""
+    if os.path.isfile("/dev/console"):
+        LinuxSyscalls().mount(os.ttyname(terminal), "/dev/console", None, MS_BIND, None)

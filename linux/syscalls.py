@@ -36,7 +36,15 @@ if TYPE_CHECKING:
         def mknod(self, path: str, mode: int, major: int, minor: int) -> None: ...
         def symlink(self, target: str, path: str) -> None: ...
         def sethostname(self, name: str) -> None: ...
+        def setdomainname(self, name: str) -> None: ...
         def link_up(self, interface: str) -> None: ...
+        def setns(self, path: str, nstype: int) -> None: ...
+        def resolve(self, root: str, path: str, create: str | None,
+                    refuse_symlink: bool) -> str: ...
+        def release(self, target: str) -> None: ...
+        def readonly_recursive(self, target: str) -> None: ...
+        def write_file(self, target: str, data: str) -> None: ...
+        def chown(self, path: str, uid: int, gid: int) -> None: ...
 
 
 # Namespace flags (linux/sched.h).
@@ -45,19 +53,32 @@ CLONE_NEWUTS = 0x04000000
 CLONE_NEWIPC = 0x08000000
 CLONE_NEWNET = 0x40000000
 CLONE_NEWPID = 0x20000000
+CLONE_NEWCGROUP = 0x02000000
 
 # Mount flags (linux/mount.h).
 MS_RDONLY = 0x1
 MS_NOSUID = 0x2
 MS_NODEV = 0x4
 MS_NOEXEC = 0x8
+MS_SYNCHRONOUS = 0x10
 MS_REMOUNT = 0x20
+MS_MANDLOCK = 0x40
+MS_DIRSYNC = 0x80
+MS_NOSYMFOLLOW = 0x100
+MS_NOATIME = 0x400
+MS_NODIRATIME = 0x800
 MS_BIND = 0x1000
 MS_REC = 0x4000
+MS_UNBINDABLE = 1 << 17
 MS_PRIVATE = 1 << 18
 MS_SLAVE = 1 << 19
+MS_SHARED = 1 << 20
+MS_RELATIME = 1 << 21
 MS_STRICTATIME = 1 << 24
+MS_LAZYTIME = 1 << 25
 MNT_DETACH = 0x2
+_AT_RECURSIVE = 0x8000
+_MOUNT_ATTR_RDONLY = 0x1
 
 PR_SET_PDEATHSIG = 1
 PR_SET_NAME = 15
@@ -66,9 +87,16 @@ _SIOCGIFFLAGS = 0x8913
 _SIOCSIFFLAGS = 0x8914
 _IFF_UP = 0x1
 
-# pivot_root's system call number by architecture: the C library does not wrap it.
+# System call numbers by architecture, for the calls the C library does not wrap (or, for
+# rt_sigaction, wraps with a refusal of the two signals glibc keeps for itself).
 _MACHINE = os.uname().machine
 _SYS_PIVOT_ROOT = {"x86_64": 155, "aarch64": 41, "riscv64": 41, "ppc64le": 203, "s390x": 217}
+_SYS_SETDOMAINNAME = {"x86_64": 171, "aarch64": 162, "riscv64": 162, "ppc64le": 122,
+                      "s390x": 121}
+_SYS_PRLIMIT64 = {"x86_64": 302, "aarch64": 261, "riscv64": 261, "ppc64le": 325, "s390x": 334}
+_SYS_RT_SIGACTION = {"x86_64": 13, "aarch64": 134, "riscv64": 134, "ppc64le": 173,
+                     "s390x": 174}
+_SYS_MOUNT_SETATTR = dict.fromkeys(("x86_64", "aarch64", "riscv64", "ppc64le", "s390x"), 442)
 
 
 class SyscallError(OSError):
@@ -110,6 +138,27 @@ def setns(fd: int, nstype: int) -> None:
 
 def set_parent_death_signal(signum: int) -> None:
     _check(libc.prctl(PR_SET_PDEATHSIG, signum, 0, 0, 0), "prctl(PR_SET_PDEATHSIG)")
+
+
+def _number(table: dict[str, int], operation: str, path: str = "") -> int:
+    number = table.get(_MACHINE)
+    if number is None:
+        raise SyscallError(errno_codes.ENOSYS, operation, path)
+    return number
+
+
+def set_rlimit(resource: int, soft: int, hard: int) -> None:
+    """setrlimit for this process, 64-bit limits on every architecture."""
+    limits = struct.pack("QQ", soft, hard)
+    _check(libc.syscall(_number(_SYS_PRLIMIT64, "prlimit"), 0, resource, limits, None),
+           "setrlimit", str(resource))
+
+
+def reset_signal_disposition(signum: int) -> None:
+    """Set ``signum``'s action to SIG_DFL, 32 and 33 included (glibc refuses those)."""
+    # struct kernel_sigaction: handler (0 = SIG_DFL), flags, restorer, mask, all zero.
+    _check(libc.syscall(_number(_SYS_RT_SIGACTION, "rt_sigaction"), signum, bytes(32), None, 8),
+           "rt_sigaction", str(signum))
 
 
 def set_process_name(name: str) -> None:
@@ -165,6 +214,58 @@ class LinuxSyscalls:
         raw = os.fsencode(name)
         _check(libc.sethostname(raw, len(raw)), "sethostname", name)
 
+    def setdomainname(self, name: str) -> None:
+        raw = os.fsencode(name)
+        _check(libc.syscall(_number(_SYS_SETDOMAINNAME, "setdomainname"), raw, len(raw)),
+               "setdomainname", name)
+
+    def setns(self, path: str, nstype: int) -> None:
+        try:
+            fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+        except OSError as exc:
+            raise SyscallError(exc.errno or errno_codes.EIO, "open namespace", path) from None
+        try:
+            _check(libc.setns(fd, nstype), "setns", path)
+        finally:
+            os.close(fd)
+
+    def resolve(self, root: str, path: str, create: str | None, refuse_symlink: bool) -> str:
+        """A name for ``path`` inside ``root`` that cannot lead out of it (see rootpath):
+        ``/proc/self/fd/N`` of a descriptor held until ``release``."""
+        from .rootpath import fd_path, open_root, resolve_in_root
+
+        root_fd = open_root(root)
+        try:
+            return fd_path(resolve_in_root(root_fd, path, create=create,
+                                           refuse_symlink=refuse_symlink))
+        finally:
+            os.close(root_fd)
+
+    def release(self, target: str) -> None:
+        os.close(int(target.rpartition("/")[2]))
+
+    def readonly_recursive(self, target: str) -> None:
+        """Make the mount at ``target`` and every mount below it read-only."""
+        attributes = struct.pack("QQQQ", _MOUNT_ATTR_RDONLY, 0, 0, 0)
+        _check(libc.syscall(_number(_SYS_MOUNT_SETATTR, "mount_setattr"), -100,
+                            os.fsencode(target), _AT_RECURSIVE, attributes, len(attributes)),
+               "make read-only", target)
+
+    def write_file(self, target: str, data: str) -> None:
+        try:
+            fd = os.open(target, os.O_WRONLY | os.O_CLOEXEC)
+        except OSError as exc:
+            raise SyscallError(exc.errno or errno_codes.EIO, "open", target) from None
+        try:
+            os.write(fd, data.encode())
+        except OSError as exc:
+            raise SyscallError(exc.errno or errno_codes.EIO, "write", target) from None
+        finally:
+            os.close(fd)
+
+    def chown(self, path: str, uid: int, gid: int) -> None:
+        _os_call("chown", path, os.chown, path, uid, gid)
+
     def link_up(self, interface: str) -> None:
         sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
         try:
@@ -178,3 +279,11 @@ class LinuxSyscalls:
                 raise SyscallError(exc.errno or errno_codes.EIO, "bring up", interface) from None
         finally:
             sock.close()
+
+# Resource limits by their OCI names (asm-generic/resource.h; the same on x86 and arm).
+RLIMITS = {
+    "RLIMIT_CPU": 0, "RLIMIT_FSIZE": 1, "RLIMIT_DATA": 2, "RLIMIT_STACK": 3, "RLIMIT_CORE": 4,
+    "RLIMIT_RSS": 5, "RLIMIT_NPROC": 6, "RLIMIT_NOFILE": 7, "RLIMIT_MEMLOCK": 8,
+    "RLIMIT_AS": 9, "RLIMIT_LOCKS": 10, "RLIMIT_SIGPENDING": 11, "RLIMIT_MSGQUEUE": 12,
+    "RLIMIT_NICE": 13, "RLIMIT_RTPRIO": 14, "RLIMIT_RTTIME": 15,
+}

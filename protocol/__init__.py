@@ -11,6 +11,9 @@ from .errors import (
     VersionMismatch,
 )
 from .messages import (
+    EXIT_CANNOT_EXECUTE,
+    EXIT_NOT_FOUND,
+    EXIT_SETUP_FAILED,
     LOG_LEVELS,
     MESSAGE_TYPES,
     PROTOCOL_VERSION,
@@ -29,6 +32,9 @@ from .messages import (
 )
 
 __all__ = [
+    "EXIT_CANNOT_EXECUTE",
+    "EXIT_NOT_FOUND",
+    "EXIT_SETUP_FAILED",
     "LOG_LEVELS",
     "MAX_MESSAGE_SIZE",
     "MESSAGE_TYPES",

@@ -11,6 +11,7 @@ value in this encoding (tag byte, then data):
     N            None
     T / F        True / False
     i  int64     integer (big-endian, signed)
+    u  uint64    integer above int64's range (rlimits' RLIM_INFINITY, seccomp arguments)
     s  u32 len   text, UTF-8 with lone surrogates kept (``surrogatepass``), so argv and
                  environment strings that Python decoded with ``surrogateescape`` round-trip
     l  u32 n     list of n values
@@ -43,6 +44,8 @@ _U32 = struct.Struct("!I")
 _I64 = struct.Struct("!q")
 _INT64_MIN = -(1 << 63)
 _INT64_MAX = (1 << 63) - 1
+_U64 = struct.Struct("!Q")
+_UINT64_MAX = (1 << 64) - 1
 
 
 def frame(payload: bytes) -> bytes:
@@ -94,6 +97,9 @@ def _encode(value: Value, out: list[bytes], depth: int) -> None:
     elif value is False:
         out.append(b"F")
     elif isinstance(value, int):
+        if _INT64_MAX < value <= _UINT64_MAX:
+            out.append(b"u" + _U64.pack(value))
+            return
         if not _INT64_MIN <= value <= _INT64_MAX:
             raise ValueError(f"integer {value} does not fit in 64 bits")
         out.append(b"i" + _I64.pack(value))
@@ -146,6 +152,12 @@ def _decode(data: bytes, pos: int, depth: int) -> tuple[Value, int]:
     if tag == 0x69:  # i
         _need(data, pos, 8)
         return _I64.unpack_from(data, pos)[0], pos + 8
+    if tag == 0x75:  # u
+        _need(data, pos, 8)
+        value: int = _U64.unpack_from(data, pos)[0]
+        if value <= _INT64_MAX:
+            raise MalformedMessage(f"unsigned integer {value} should have been signed")
+        return value, pos + 8
     if tag == 0x73:  # s
         return _decode_text(data, pos)
     if tag in (0x6C, 0x64):  # l, d

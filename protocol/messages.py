@@ -31,7 +31,13 @@ if TYPE_CHECKING:
 
     from .codec import Value
 
-PROTOCOL_VERSION = 3
+PROTOCOL_VERSION = 4
+EXIT_SETUP_FAILED = 125
+"""pyctr could not run the container (the CLI's status, as docker's)."""
+EXIT_CANNOT_EXECUTE = 126
+"""The command exists but cannot be executed."""
+EXIT_NOT_FOUND = 127
+"""The command, its ELF loader, its interpreter or a library is missing from the rootfs."""
 LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
 """The values of ``Log.level`` and ``Config.log_level``, least severe first."""
 
@@ -83,57 +89,33 @@ class Hello(Message):
 
 
 class Config(Message):
-    """What init must build and run. ``rootfs`` is an absolute host path; ``argv[0]`` is
-    looked up in the container's PATH unless it contains a slash. ``signal_group``: relay
-    signals to the workload's whole process group (else to its main process only). ``tty``:
-    give the workload a pseudo-terminal of ``rows`` x ``columns`` (0 when unknown).
-    ``log_level``: the least severe of init's log events the supervisor will show; init does
-    not send the others (each costs an encode and a send on the way to the exec)."""
+    """What init must build and run. ``spec`` is the container as a runtime-spec document
+    (``pyctr.spec.Spec.to_value``), already checked by the supervisor; ``rootfs`` is its root
+    as an absolute host path. ``chroot``: change root with chroot(2), not pivot_root(2).
+    ``signal_group``: relay signals to the workload's whole process group (else to its main
+    process only). ``log_level``: the least severe of init's log events the supervisor will
+    show; init does not send the others (each costs an encode and a send on the way to the
+    exec)."""
 
-    __slots__ = ("argv", "chroot", "columns", "container", "cwd", "env", "hostname",
-                 "log_level", "rootfs", "rows", "signal_group", "tty")
+    __slots__ = ("chroot", "container", "log_level", "rootfs", "signal_group", "spec")
     TYPE = "config"
     FIELDS = (
         ("container", "str"),
         ("rootfs", "str"),
-        ("argv", "[str]"),
-        ("env", "{str}"),
-        ("cwd", "str"),
-        ("hostname", "str"),
+        ("spec", "{any}"),
         ("chroot", "bool"),
         ("signal_group", "bool"),
-        ("tty", "bool"),
-        ("rows", "int"),
-        ("columns", "int"),
         ("log_level", "str"),
     )
 
-    def __init__(
-        self,
-        container: str,
-        rootfs: str,
-        argv: list[str],
-        env: dict[str, str],
-        cwd: str,
-        hostname: str,
-        chroot: bool,
-        signal_group: bool = True,
-        tty: bool = False,
-        rows: int = 0,
-        columns: int = 0,
-        log_level: str = "debug",
-    ) -> None:
+    def __init__(self, container: str, rootfs: str, spec: dict[str, Value], *,
+                 chroot: bool = False, signal_group: bool = True,
+                 log_level: str = "debug") -> None:
         self.container = container
         self.rootfs = rootfs
-        self.argv = argv
-        self.env = env
-        self.cwd = cwd
-        self.hostname = hostname
+        self.spec = spec
         self.chroot = chroot
         self.signal_group = signal_group
-        self.tty = tty
-        self.rows = rows
-        self.columns = columns
         self.log_level = log_level
 
 
@@ -200,7 +182,8 @@ class WorkloadExited(Message):
 
 class SetupFailed(Message):
     """Init could not build the container or start the command. ``message`` is the one line
-    shown to the user; ``exit_code`` is 125 (setup), 126 (cannot execute) or 127 (not found)."""
+    shown to the user; ``exit_code`` is EXIT_SETUP_FAILED, EXIT_CANNOT_EXECUTE or
+    EXIT_NOT_FOUND."""
 
     __slots__ = ("error", "exit_code", "message")
     TYPE = "setup_failed"

@@ -65,8 +65,10 @@ def run_cli(argv: list[str]) -> int:
         return _fail(exc)
     if line.help or line.version:
         return _show(help_text() if line.help else f"{PROG} {VERSION}")
-    config = _config_from(line)
     try:
+        config = _config_from(line)
+        if line.print_spec:
+            return _show(_spec_document(config))
         rootfs = config.check()
         log_sink = _open_log_sink(line)
     except PyctrError as exc:
@@ -149,13 +151,39 @@ def _supervise(init: InitProcess, config: ContainerConfig, line: CommandLine,
 
 
 def _config_from(line: CommandLine) -> ContainerConfig:
-    env = dict(item.split("=", 1) for item in line.env)
+    supervision = {"name": line.name, "chroot": line.chroot, "stop_timeout": line.stop_timeout,
+                   "capture_output": line.capture_output, "stop_signal": line.stop_signal,
+                   "signal_group": line.signal_target == "group",
+                   "interactive": line.interactive}
+    if line.bundle is not None:
+        return ContainerConfig.from_bundle(line.bundle, **supervision)
+    env: dict[str, str] = {}
+    if line.env_files:
+        from pyctr.spec.docker import read_env_file
+        from pyctr.spec.model import SpecError
+
+        try:
+            for path in line.env_files:
+                env.update(read_env_file(path))
+        except SpecError as exc:
+            raise PyctrError(str(exc), error="usage.invalid") from None
+    env.update(item.partition("=")[::2] for item in line.env)
     return ContainerConfig(
-        line.rootfs, line.command, hostname=line.hostname, name=line.name, env=env,
-        workdir=line.workdir, chroot=line.chroot, stop_timeout=line.stop_timeout,
-        capture_output=line.capture_output, stop_signal=line.stop_signal,
-        signal_group=line.signal_target == "group", tty=line.tty, interactive=line.interactive,
+        line.rootfs, line.command, hostname=line.hostname, env=env, workdir=line.workdir,
+        user=line.user, read_only=line.read_only, volumes=line.volumes, tmpfs=line.tmpfs,
+        mounts=line.mounts, ulimits=line.ulimits, tty=line.tty,
+        **supervision,  # type: ignore[arg-type]
     )
+
+
+def _spec_document(config: ContainerConfig) -> str:
+    """The config.json that runs ``config``: what ``--bundle`` would take, as ``runc spec``
+    writes it. The rootfs path is made absolute so that the file works from any bundle."""
+    import json
+
+    spec = config.build_spec(make_volumes=False)
+    spec.root_path = os.path.abspath(spec.root_path)
+    return json.dumps(spec.to_value(), indent=2)
 
 
 def _open_log_sink(line: CommandLine) -> LogSink:

@@ -1,4 +1,10 @@
-"""What a caller asks for: ``ContainerConfig``, validated against the machine by ``check``.
+"""What a caller asks for: ``ContainerConfig``, a container (an OCI spec) plus how to
+supervise it, validated against the machine by ``check``.
+
+Two ways to describe the container, one result: docker's options (``ContainerConfig(rootfs,
+command, user=..., volumes=...)``, which the CLI uses too) are translated by
+``pyctr.spec.docker``; ``ContainerConfig.from_spec`` and ``from_bundle`` take a runtime-spec
+document as it is. Either way ``check`` leaves the spec the init will apply in ``spec``.
 
 Plain classes, not dataclasses: the CLI builds one before it forks the init, and everything
 imported before that fork delays the workload's start.
@@ -9,12 +15,19 @@ from __future__ import annotations
 import os
 
 from pyctr.linux.cmodules import signal
-from pyctr.protocol import Config
+from pyctr.spec.defaults import DEFAULT_STOP_TIMEOUT
+from pyctr.spec.docker import build_spec
+from pyctr.spec.model import Spec, SpecError
 
 from .errors import PyctrError
 
-DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
-NAMESPACE_FILES = ("pid", "mnt", "uts", "ipc", "net")
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from pyctr.protocol import Config
+    from pyctr.protocol.codec import Value
+
+NAMESPACE_FILES = {"pid": "pid", "mount": "mnt", "uts": "uts", "ipc": "ipc", "network": "net",
+                   "cgroup": "cgroup"}
 
 
 class ContainerConfig:
@@ -23,21 +36,23 @@ class ContainerConfig:
     ``rootfs`` is a directory holding the root filesystem, ``command`` the program and its
     arguments (looked up in the container's PATH). ``hostname`` defaults to the container id
     (``name``, itself random by default), as docker does. ``env`` adds to or overrides the
-    default environment (PATH, HOSTNAME, HOME, and TERM with a tty). When the container must
-    stop, SIGKILL follows the first stop signal after ``stop_timeout`` seconds. With
-    ``capture_output`` the command's stdout and stderr become log records
-    (``workload.output``, one per line) instead of passing through.
+    default environment (PATH, HOSTNAME, HOME, and TERM with a tty). ``user`` is docker's
+    ``-u`` (``NAME[:GROUP]`` or ``UID[:GID]``, from the rootfs's own passwd and group files),
+    ``read_only`` its ``--read-only``; ``volumes``, ``tmpfs``, ``mounts`` and ``ulimits`` are
+    lists of docker's ``-v``, ``--tmpfs``, ``--mount`` and ``--ulimit`` values.
 
-    ``stop_signal`` is what a stop sends first: on cancellation (default SIGTERM), and in
-    place of a forwarded SIGINT/SIGTERM when set (otherwise those are forwarded as they are).
-    ``signal_group``: signals go to the workload's whole process group (default) or, when
-    False, to its main process only. ``tty``: the command gets a pseudo-terminal, relayed to
-    this process's stdin/stdout; ``interactive``: keep stdin attached (without it, a terminal
-    on stdin is replaced by /dev/null, as with docker).
+    How it is supervised: when the container must stop, SIGKILL follows the first stop
+    signal after ``stop_timeout`` seconds. ``stop_signal`` is what a stop sends first (default
+    SIGTERM), and replaces a forwarded SIGINT/SIGTERM when set. With ``capture_output`` the
+    command's stdout and stderr become log records (``workload.output``, one per line)
+    instead of passing through. ``signal_group``: signals go to the workload's whole process
+    group (default) or, when False, to its main process only. ``tty``: the command gets a
+    pseudo-terminal, relayed to this process's stdin/stdout; ``interactive``: keep stdin
+    attached (without it, a terminal on stdin is replaced by /dev/null, as with docker).
     """
 
-    __slots__ = ("capture_output", "chroot", "command", "env", "hostname", "interactive", "name",
-                 "rootfs", "signal_group", "stop_signal", "stop_timeout", "tty", "workdir")
+    __slots__ = ("_docker", "_given_spec", "bundle", "capture_output", "chroot", "interactive",
+                 "name", "rootfs", "signal_group", "spec", "stop_signal", "stop_timeout")
 
     def __init__(
         self,
@@ -48,75 +63,129 @@ class ContainerConfig:
         name: str | None = None,
         env: dict[str, str] | None = None,
         workdir: str = "/",
+        user: str | None = None,
+        read_only: bool = False,
+        volumes: list[str] | tuple[str, ...] = (),
+        tmpfs: list[str] | tuple[str, ...] = (),
+        mounts: list[str] | tuple[str, ...] = (),
+        ulimits: list[str] | tuple[str, ...] = (),
         chroot: bool = False,
         stop_signal: int | None = None,
-        stop_timeout: float = 10.0,
+        stop_timeout: float = DEFAULT_STOP_TIMEOUT,
         capture_output: bool = False,
         signal_group: bool = True,
         tty: bool = False,
         interactive: bool = True,
     ) -> None:
         self.rootfs = os.fspath(rootfs)
-        self.command = list(command)
         self.name = name or os.urandom(6).hex()
-        self.hostname = hostname or self.name[:63]
-        self.env = dict(env or {})
-        self.workdir = workdir
+        self._docker: dict[str, object] | None = {
+            "command": list(command), "hostname": hostname or self.name[:63],
+            "env": dict(env or {}), "workdir": workdir, "user": user, "read_only": read_only,
+            "volumes": list(volumes), "tmpfs": list(tmpfs), "mounts": list(mounts),
+            "ulimits": list(ulimits), "tty": tty,
+        }
+        self._given_spec: Value = None
+        self.bundle: str | None = None
+        self.spec: Spec | None = None
+        """The container as the init will build it; set by ``check``."""
         self.chroot = chroot
         self.stop_signal = stop_signal
         self.stop_timeout = stop_timeout
         self.capture_output = capture_output
         self.signal_group = signal_group
-        self.tty = tty
         self.interactive = interactive
+
+    @classmethod
+    def from_spec(cls, spec: dict[str, Value] | Spec, *, bundle: str | None = None,
+                  **options: object) -> ContainerConfig:
+        """A container described by a runtime-spec document (a decoded config.json, or a
+        ``Spec``); ``root.path`` and relative bind sources are relative to ``bundle`` (default:
+        the working directory). ``options`` are the supervision keywords of the constructor."""
+        document = spec.to_value() if isinstance(spec, Spec) else spec
+        config = cls("", ["-"], **options)  # type: ignore[arg-type]
+        config._docker = None
+        config._given_spec = document
+        config.bundle = os.path.abspath(bundle or ".")
+        return config
+
+    @classmethod
+    def from_bundle(cls, bundle: str | os.PathLike[str], **options: object) -> ContainerConfig:
+        """The container described by ``bundle``/config.json, as ``runc run --bundle``."""
+        from pyctr.spec.bundle import load_config
+
+        directory = os.fspath(bundle)
+        return cls.from_spec(load_config(directory), bundle=directory, **options)
 
     def __repr__(self) -> str:
         return f"ContainerConfig({self.rootfs!r}, {self.command!r}, name={self.name!r})"
 
+    @property
+    def command(self) -> list[str]:
+        if self.spec is not None:
+            return self.spec.process.args
+        if self._docker is not None:
+            return self._docker["command"]  # type: ignore[return-value]
+        return []
+
+    @property
+    def hostname(self) -> str | None:
+        return self.spec.hostname if self.spec is not None else None
+
+    @property
+    def tty(self) -> bool:
+        if self.spec is not None:
+            return self.spec.process.terminal
+        return bool(self._docker and self._docker["tty"])
+
+    def build_spec(self, *, make_volumes: bool = True) -> Spec:
+        """The spec this config describes, checked. Raises PyctrError."""
+        try:
+            if self._docker is None:
+                spec = Spec.from_value(self._given_spec)
+                spec.root_path = os.path.join(self.bundle or ".", spec.root_path)
+                for mount in spec.mounts:
+                    if mount.is_bind and mount.source and not mount.source.startswith("/"):
+                        mount.source = os.path.join(self.bundle or ".", mount.source)
+                return spec
+            options = dict(self._docker)
+            command = options.pop("command")
+            if not command or not command[0]:  # type: ignore[index]
+                raise PyctrError("no command given; say what to run after the rootfs",
+                                 error="usage.invalid")
+            return build_spec(self.rootfs, command,  # type: ignore[arg-type]
+                              term=os.environ.get("TERM", "xterm"), make_volumes=make_volumes,
+                              **options)  # type: ignore[arg-type]
+        except SpecError as exc:
+            raise PyctrError(str(exc), error="config.invalid") from None
+
     def check(self) -> str:
-        """Check everything that can be checked from the host; return the rootfs's absolute,
-        symlink-free path. Raises PyctrError with a one-line explanation."""
-        if not self.command or not self.command[0]:
-            raise PyctrError("no command given; say what to run after the rootfs",
-                             error="usage.invalid")
+        """Check everything that can be checked from the host and build the spec; return the
+        rootfs's absolute, symlink-free path. Raises PyctrError with a one-line explanation."""
         if os.geteuid() != 0:
             raise PyctrError(
                 "pyctr must run as root: it creates namespaces and mounts; "
                 "run it again with sudo", error="host.not_root")
-        rootfs = os.path.realpath(self.rootfs)
-        if not os.path.exists(rootfs):
-            raise PyctrError(
-                f"rootfs {self.rootfs} does not exist; build one with `make rootfs` or "
-                f"`rootfs-scripts/build-rootfs {self.rootfs}`", error="rootfs.missing")
-        if not os.path.isdir(rootfs):
-            raise PyctrError(
-                f"rootfs {self.rootfs} is not a directory; give the directory that holds the "
-                f"container's root filesystem", error="rootfs.not_directory")
-        if rootfs == "/":
-            raise PyctrError("rootfs / is the host's own root; give a separate directory",
-                             error="rootfs.is_host_root")
-        if not 0 < len(self.hostname.encode()) <= 64:
-            raise PyctrError(f"hostname {self.hostname!r} must be 1 to 64 bytes long",
-                             error="usage.invalid")
+        root = self.rootfs if self._docker is not None else None
+        if root is not None:
+            _check_rootfs(root)
+        spec = self.build_spec()
+        self.rootfs = spec.root_path
+        rootfs = _check_rootfs(spec.root_path)
         if self.tty and self.capture_output:
             raise PyctrError("--tty and --capture-output cannot be combined: a terminal's output "
                              "is one stream; drop one of them", error="usage.invalid")
-        if not os.path.isabs(self.workdir):
-            raise PyctrError(f"working directory {self.workdir!r} must be an absolute path",
-                             error="usage.invalid")
-        for namespace in NAMESPACE_FILES:
-            if not os.path.exists(f"/proc/self/ns/{namespace}"):
+        for namespace in spec.linux.namespaces:
+            name = NAMESPACE_FILES.get(namespace.type, namespace.type)
+            if not os.path.exists(f"/proc/self/ns/{name}"):
                 raise PyctrError(
-                    f"the kernel lacks the {namespace} namespace (/proc/self/ns/{namespace} "
+                    f"the kernel lacks the {namespace.type} namespace (/proc/self/ns/{name} "
                     f"is missing); use a kernel built with it", error="host.no_namespace")
+            if namespace.path is not None and not os.path.exists(namespace.path):
+                raise PyctrError(f"cannot join the {namespace.type} namespace at "
+                                 f"{namespace.path}: it does not exist", error="config.invalid")
+        self.spec = spec
         return rootfs
-
-    def environment(self) -> dict[str, str]:
-        env = {"PATH": DEFAULT_PATH, "HOSTNAME": self.hostname, "HOME": "/root"}
-        if self.tty:
-            env["TERM"] = os.environ.get("TERM", "xterm")
-        env.update(self.env)
-        return env
 
     @property
     def first_stop_signal(self) -> int:
@@ -124,17 +193,30 @@ class ContainerConfig:
 
     def to_message(self, rootfs: str, rows: int = 0, columns: int = 0,
                    log_level: str = "debug") -> Config:
-        return Config(
-            container=self.name,
-            rootfs=rootfs,
-            argv=self.command,
-            env=self.environment(),
-            cwd=self.workdir,
-            hostname=self.hostname,
-            chroot=self.chroot,
-            signal_group=self.signal_group,
-            tty=self.tty,
-            rows=rows,
-            columns=columns,
-            log_level=log_level,
-        )
+        from pyctr.protocol import Config
+
+        assert self.spec is not None, "check() builds the spec"
+        spec = self.spec.to_value()
+        if self.spec.process.terminal and rows > 0 and columns > 0 and \
+                self.spec.process.console_size is None:
+            process = spec["process"]
+            assert isinstance(process, dict)
+            process["consoleSize"] = {"height": rows, "width": columns}
+        return Config(container=self.name, rootfs=rootfs, spec=spec, chroot=self.chroot,
+                      signal_group=self.signal_group, log_level=log_level)
+
+
+def _check_rootfs(path: str) -> str:
+    rootfs = os.path.realpath(path)
+    if not os.path.exists(rootfs):
+        raise PyctrError(
+            f"rootfs {path} does not exist; build one with `make rootfs` or "
+            f"`rootfs-scripts/build-rootfs {path}`", error="rootfs.missing")
+    if not os.path.isdir(rootfs):
+        raise PyctrError(
+            f"rootfs {path} is not a directory; give the directory that holds the "
+            f"container's root filesystem", error="rootfs.not_directory")
+    if rootfs == "/":
+        raise PyctrError("rootfs / is the host's own root; give a separate directory",
+                         error="rootfs.is_host_root")
+    return rootfs

@@ -1,4 +1,5 @@
-"""The command line: ``pyctr-supervise [OPTIONS] ROOTFS COMMAND [ARG...]``.
+"""The command line: ``pyctr-supervise [OPTIONS] ROOTFS COMMAND [ARG...]``, ``pyctr-supervise
+[OPTIONS] --bundle DIR`` and ``pyctr-supervise spec [OPTIONS] [ROOTFS COMMAND [ARG...]]``.
 
 A small table-driven parser rather than argparse, for two reasons: options stop at the first
 positional argument (everything after ROOTFS belongs to the command, dashes included, as with
@@ -9,6 +10,8 @@ between the user pressing Enter and the workload starting.
 from __future__ import annotations
 
 from pyctr.linux.cmodules import signal
+from pyctr.protocol import LOG_LEVELS as ALL_LEVELS
+from pyctr.spec.defaults import DEFAULT_STOP_TIMEOUT
 
 from .errors import UsageError
 from .logfile import parse_size
@@ -16,7 +19,7 @@ from .signals import parse_signal
 
 PROG = "pyctr-supervise"
 LOG_FORMATS = ("text", "json")
-LOG_LEVELS = ("debug", "info", "warning", "error")
+LOG_LEVELS = tuple(level for level in ALL_LEVELS if level != "critical")
 
 
 class Option:
@@ -40,8 +43,24 @@ OPTIONS = (
            "container id used in logs (default: 12 random hex digits)"),
     Option("-e", "--env", "env", "KEY=VALUE",
            "set an environment variable for the command (repeatable)"),
+    Option(None, "--env-file", "env_files", "FILE",
+           "read environment variables from FILE, one NAME=VALUE a line (repeatable)"),
     Option("-w", "--workdir", "workdir", "DIR",
-           "working directory of the command inside the container (default: /)"),
+           "working directory inside the container (default: /; created when missing)"),
+    Option("-u", "--user", "user", "USER[:GROUP]",
+           "run as USER (name or uid) and GROUP, from the rootfs's /etc/passwd and /etc/group"),
+    Option("-v", "--volume", "volumes", "SRC:DST[:ro]",
+           "bind-mount host path (or named volume) SRC on DST (repeatable)"),
+    Option(None, "--tmpfs", "tmpfs", "DST[:OPTS]",
+           "mount a tmpfs on DST, e.g. /run:size=64m,mode=755 (repeatable)"),
+    Option(None, "--mount", "mounts", "type=...,...",
+           "docker's --mount: type=bind|tmpfs|volume,source=...,target=...[,readonly]"),
+    Option(None, "--read-only", "read_only", None,
+           "make the root filesystem read-only (/tmp, /dev and /dev/shm stay writable)"),
+    Option(None, "--ulimit", "ulimits", "NAME=SOFT[:HARD]",
+           "set a resource limit, e.g. nofile=1024:2048 (repeatable)"),
+    Option(None, "--bundle", "bundle", "DIR",
+           "run the OCI bundle DIR (DIR/config.json) instead of ROOTFS COMMAND"),
     Option(None, "--chroot", "chroot", None,
            "change root with chroot(2) instead of pivot_root(2) (weaker isolation)"),
     Option(None, "--stop-timeout", "stop_timeout", "SECONDS",
@@ -69,16 +88,21 @@ OPTIONS = (
     Option(None, "--help", "help", None, "show this help and exit"),
     Option(None, "--version", "version", None, "show the version and exit"),
 )
+_REPEATABLE = ("env_files", "volumes", "tmpfs", "mounts", "ulimits")
+# What describes the container itself, which a bundle's config.json says instead.
+_CONTAINER_OPTIONS = ("hostname", "env", "env_files", "workdir", "user", "volumes", "tmpfs",
+                      "mounts", "read_only", "ulimits", "tty")
 _BY_NAME = {name: option for option in OPTIONS for name in (option.short, option.long) if name}
 
 
 class CommandLine:
     """What the user asked for, before validation against the machine."""
 
-    __slots__ = ("capture_output", "chroot", "command", "env", "help", "hostname", "interactive",
-                 "log_file", "log_format", "log_level", "log_max_files", "log_max_size", "name",
-                 "rootfs", "signal_target", "stop_signal", "stop_timeout", "tty", "version",
-                 "workdir")
+    __slots__ = ("bundle", "capture_output", "chroot", "command", "env", "env_files", "help",
+                 "hostname", "interactive", "log_file", "log_format", "log_level",
+                 "log_max_files", "log_max_size", "mounts", "name", "print_spec", "read_only",
+                 "rootfs", "signal_target", "stop_signal", "stop_timeout", "tmpfs", "tty",
+                 "ulimits", "user", "version", "volumes", "workdir")
 
     def __init__(self) -> None:
         self.rootfs: str = ""
@@ -86,9 +110,18 @@ class CommandLine:
         self.hostname: str | None = None
         self.name: str | None = None
         self.env: list[str] = []
+        self.env_files: list[str] = []
         self.workdir: str = "/"
+        self.user: str | None = None
+        self.volumes: list[str] = []
+        self.tmpfs: list[str] = []
+        self.mounts: list[str] = []
+        self.read_only = False
+        self.ulimits: list[str] = []
+        self.bundle: str | None = None
+        self.print_spec = False
         self.chroot = False
-        self.stop_timeout: float = 10.0
+        self.stop_timeout: float = DEFAULT_STOP_TIMEOUT
         self.log_format: str | None = None
         self.log_file: str | None = None
         self.log_max_size: int | None = None
@@ -107,6 +140,9 @@ def parse(argv: list[str]) -> CommandLine:
     """Parse ``argv`` (without the program name). Raises UsageError."""
     line = CommandLine()
     index = 0
+    if argv[:1] == ["spec"]:
+        line.print_spec = True
+        index = 1
     while index < len(argv):
         arg = argv[index]
         if arg == "--":
@@ -142,15 +178,24 @@ def parse(argv: list[str]) -> CommandLine:
     if line.help or line.version:
         return line
     rest = argv[index:]
-    if not rest:
+    if line.bundle is not None:
+        described = [option.long for option in OPTIONS if option.dest in _CONTAINER_OPTIONS
+                     and getattr(line, option.dest) != getattr(CommandLine(), option.dest)]
+        if rest or described:
+            raise UsageError(f"--bundle takes the container from DIR/config.json: drop "
+                             f"{' '.join(described + rest[:1])} and edit the config instead")
+    elif line.print_spec and not rest:
+        rest = ["rootfs", "sh"]  # `runc spec`'s template
+    elif not rest:
         raise UsageError(f"missing ROOTFS and COMMAND; usage: {usage()}")
-    if len(rest) < 2:
+    elif len(rest) < 2:
         raise UsageError(f"missing COMMAND after ROOTFS {rest[0]}; usage: {usage()}")
     if line.log_max_size is not None and line.log_file is None:
         raise UsageError("--log-max-size needs --log-file")
     if line.log_max_files is not None and line.log_max_size is None:
         raise UsageError("--log-max-files needs --log-max-size")
-    line.rootfs, line.command = rest[0], rest[1:]
+    if rest:
+        line.rootfs, line.command = rest[0], rest[1:]
     return line
 
 
@@ -172,6 +217,8 @@ def _set(line: CommandLine, option: Option, value: str) -> None:
         if "=" not in value or value.startswith("="):
             raise UsageError(f"--env needs KEY=VALUE, got {value!r}")
         line.env.append(value)
+    elif option.dest in _REPEATABLE:
+        getattr(line, option.dest).append(value)
     elif option.dest == "stop_timeout":
         try:
             line.stop_timeout = float(value)
@@ -204,7 +251,8 @@ def _set(line: CommandLine, option: Option, value: str) -> None:
 
 
 def usage() -> str:
-    return f"{PROG} [OPTIONS] ROOTFS COMMAND [ARG...]"
+    return (f"{PROG} [OPTIONS] ROOTFS COMMAND [ARG...]  |  {PROG} [OPTIONS] --bundle DIR"
+            f"  |  {PROG} spec [OPTIONS] [ROOTFS COMMAND [ARG...]]")
 
 
 def help_text() -> str:
@@ -212,7 +260,8 @@ def help_text() -> str:
         f"usage: {usage()}",
         "",
         "Run COMMAND in a new container whose root filesystem is the directory ROOTFS,",
-        "with its own PID, mount, UTS, IPC and network namespaces. Must run as root.",
+        "with its own PID, mount, UTS, IPC and network namespaces, or the OCI bundle DIR.",
+        "`spec` prints the OCI config.json that the same options would run. Must run as root.",
         "",
         "options (they go before ROOTFS; everything after ROOTFS is the command):",
     ]

@@ -425,6 +425,10 @@ async def supervise(
     state.log.info("container.created", init_pid=init.pid, rootfs=config.rootfs,
                    hostname=config.hostname, command=config.command,
                    capture_output=config.capture_output)
+    for field in config.spec.pending_fields() if config.spec is not None else ():
+        state.log.warning("spec.field_not_applied", field=field,
+                          message=f"{field} is accepted but not applied yet: the container "
+                                  f"runs without it")
     try:
         async with trio.open_nursery() as nursery:
             state.nursery = nursery

@@ -48,8 +48,31 @@ class RecordingSyscalls:
     def sethostname(self, name: str) -> None:
         self._record("sethostname", name)
 
+    def setdomainname(self, name: str) -> None:
+        self._record("setdomainname", name)
+
     def link_up(self, interface: str) -> None:
         self._record("link_up", interface)
+
+    def setns(self, path: str, nstype: int) -> None:
+        self._record("setns", path, nstype)
+
+    def resolve(self, root: str, path: str, create: str | None, refuse_symlink: bool) -> str:
+        """Inside-the-root resolution, as the host path it would name (no symlinks here)."""
+        self._record("resolve", path, create, refuse_symlink)
+        return root + ("/" + path.strip("/") if path.strip("/") else "")
+
+    def release(self, target: str) -> None:
+        pass
+
+    def readonly_recursive(self, target: str) -> None:
+        self._record("readonly_recursive", target)
+
+    def write_file(self, target: str, data: str) -> None:
+        self._record("write_file", target, data)
+
+    def chown(self, path: str, uid: int, gid: int) -> None:
+        self._record("chown", path, uid, gid)
 
     def names(self) -> list[object]:
         return [call[0] for call in self.calls]

@@ -235,7 +235,8 @@ def test_init_events_cover_mounts_root_change_and_exec(pyctr) -> None:
     events = [r["event"] for r in from_init]
     assert events[0] == "namespaces.entered"
     mounted = [r["target"] for r in from_init if r["event"] == "rootfs.mounted"]
-    assert mounted == ["/proc", "/sys", "/tmp", "/dev", "/dev/pts", "/dev/shm"]
+    assert mounted == ["/proc", "/dev", "/dev/pts", "/sys", "/sys/fs/cgroup", "/dev/mqueue",
+                       "/dev/shm", "/tmp"]
     assert events[-2:] == ["rootfs.ready", "workload.exec"]
     for record in run.records:
         VALIDATOR.validate(record)

@@ -156,10 +156,10 @@ def test_log_file_in_a_missing_directory(rootfs: Path, tmp_path: Path) -> None:
     assert_one_line_error(run, str(path.parent), "does not exist")
 
 
-def test_workdir_missing_in_the_rootfs(pyctr) -> None:
-    run = pyctr("/bin/true", options=("-w", "/no/such/dir"))
+def test_workdir_that_cannot_be_created_in_a_read_only_root(pyctr) -> None:
+    run = pyctr("/bin/true", options=("--read-only", "-w", "/no/such/workdir"))
     assert run.returncode == 125
-    assert_one_line_error(run, "/no/such/dir", "working directory")
+    assert_one_line_error(run, "/no/such/workdir", "working directory", "Read-only file system")
 
 
 def test_kernel_without_a_namespace_is_reported(monkeypatch: pytest.MonkeyPatch,
@@ -170,7 +170,7 @@ def test_kernel_without_a_namespace_is_reported(monkeypatch: pytest.MonkeyPatch,
                         lambda path: False if path == "/proc/self/ns/net" else real_exists(path))
     with pytest.raises(PyctrError) as caught:
         ContainerConfig(tmp_path, ["/bin/true"]).check()
-    assert "kernel lacks the net namespace" in str(caught.value)
+    assert "kernel lacks the network namespace" in str(caught.value)
     assert caught.value.exit_code == 125
 
 

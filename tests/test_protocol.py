@@ -33,7 +33,9 @@ from pyctr.protocol.codec import encode_value, frame
 
 texts = st.text(max_size=40)
 ints = st.integers(min_value=-(1 << 63), max_value=(1 << 63) - 1)
-scalars = st.none() | st.booleans() | ints | texts
+# The codec also carries unsigned 64-bit values (RLIM_INFINITY, seccomp arguments).
+wide_ints = st.integers(min_value=-(1 << 63), max_value=(1 << 64) - 1)
+scalars = st.none() | st.booleans() | wide_ints | texts
 values = st.recursive(
     scalars,
     lambda inner: st.lists(inner, max_size=4) | st.dictionaries(texts, inner, max_size=4),
@@ -41,8 +43,8 @@ values = st.recursive(
 )
 messages = st.one_of(
     st.builds(Hello, ints),
-    st.builds(Config, texts, texts, st.lists(texts), st.dictionaries(texts, texts), texts,
-              texts, st.booleans(), st.booleans(), st.booleans(), ints, ints),
+    st.builds(Config, texts, texts, st.dictionaries(texts, values, max_size=4),
+              chroot=st.booleans(), signal_group=st.booleans(), log_level=texts),
     st.just(Terminal()),
     st.builds(Log, texts, texts, texts, st.dictionaries(texts, values, max_size=4)),
     st.builds(Ready, st.lists(texts), st.lists(texts)),
@@ -94,10 +96,23 @@ def test_well_framed_payloads_of_any_shape_decode_or_raise_protocol_errors(value
 def test_non_utf8_command_lines_survive_the_trip() -> None:
     # Linux argv is bytes; Python hands undecodable bytes over as lone surrogates.
     argv = ["/bin/echo", b"caf\xe9".decode("utf-8", "surrogateescape")]
-    message = Config("c", "/r", argv, {"K": "\udcff"}, "/", "h", False)
+    message = Config("c", "/r", {"process": {"args": argv, "env": ["K=\udcff"]}})
     decoded = decode(encode(message))
     assert isinstance(decoded, Config)
-    assert decoded.argv[1].encode("utf-8", "surrogateescape") == b"caf\xe9"
+    process = decoded.spec["process"]
+    assert isinstance(process, dict) and isinstance(process["args"], list)
+    assert str(process["args"][1]).encode("utf-8", "surrogateescape") == b"caf\xe9"
+
+
+def test_unsigned_64_bit_values_round_trip_and_no_wider() -> None:
+    infinity = (1 << 64) - 1
+    message = Log("t", "info", "e", {"limit": infinity, "low": -(1 << 63)})
+    assert decode(encode(message)) == message
+    with pytest.raises(ValueError, match="64 bits"):
+        encode(Log("t", "info", "e", {"limit": 1 << 64}))
+    # An unsigned tag carrying a value that fits the signed one is not canonical: refused.
+    with pytest.raises(MalformedMessage, match="signed"):
+        decode(frame(b"u" + (5).to_bytes(8, "big")))
 
 
 def test_truncated_header() -> None:

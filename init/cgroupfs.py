@@ -1,0 +1,143 @@
+"""What a ``"type": "cgroup"`` mount shows the container: its own cgroups, as runc does them
+without a cgroup namespace.
+
+On cgroup v1 or hybrid hosts the destination becomes a tmpfs holding one bind mount per
+hierarchy the process is in (the hierarchy's host mount plus the process's path in it, so the
+container sees its own cgroup as the root), named after the host mount point, plus symlinks so
+each co-mounted controller is reachable by its own name. On a pure v2 host the process's
+cgroup2 directory is bound onto the destination itself. Planning is a pure function of the
+text of /proc/self/cgroup and /proc/self/mountinfo, so every layout can be tested without one.
+"""
+
+from __future__ import annotations
+
+import os
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import TypeAlias
+
+    # (root inside the hierarchy, mount point, fstype, super options)
+    HostMount: TypeAlias = "tuple[str, str, str, frozenset[str]]"
+
+# runc picks v2 mode when this is a cgroup2 mount (it checks with statfs).
+_UNIFIED_MOUNT_POINT = "/sys/fs/cgroup"
+
+
+class CgroupMount:
+    """One step: ``kind`` is "tmpfs", "bind" (``source`` is a host path) or "symlink"
+    (``source`` is the relative link text); ``target`` is relative to the mount destination,
+    "" meaning the destination itself."""
+
+    __slots__ = ("kind", "source", "target")
+
+    def __init__(self, kind: str, source: str, target: str) -> None:
+        self.kind, self.source, self.target = kind, source, target
+
+    def __repr__(self) -> str:
+        return f"CgroupMount({self.kind!r}, {self.source!r}, {self.target!r})"
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, CgroupMount):
+            return NotImplemented
+        return (self.kind, self.source, self.target) == (other.kind, other.source, other.target)
+
+
+def _unescape(field: str) -> str:
+    # The kernel writes space, tab, newline and backslash as \ooo, so every backslash in
+    # mountinfo starts an escape; anything else is left as found rather than guessed at.
+    head, *rest = field.split("\\")
+    parts = [head]
+    for piece in rest:
+        code = piece[:3]
+        if len(code) == 3 and not code.strip("01234567"):
+            parts.append(chr(int(code, 8)) + piece[3:])
+        else:
+            parts.append("\\" + piece)
+    return "".join(parts)
+
+
+def _host_mounts(mountinfo: str) -> list[HostMount]:
+    mounts: list[HostMount] = []
+    for line in mountinfo.splitlines():
+        # split(" ") rather than split(): an empty source field must keep its place.
+        fields = line.split(" ")
+        if "-" not in fields[6:]:
+            continue
+        tail = fields.index("-", 6) + 1
+        if len(fields) < tail + 3 or fields[tail] not in ("cgroup", "cgroup2"):
+            continue
+        options = frozenset(fields[tail + 2].split(","))
+        mounts.append((_unescape(fields[3]), _unescape(fields[4]), fields[tail], options))
+    return mounts
+
+
+def _find(mounts: list[HostMount], controllers: str) -> HostMount | None:
+    # Hierarchy 0 is the v2 one; a v1 hierarchy's super options name all its controllers (or
+    # its name=...). The first match wins, as it does for runc.
+    wanted = frozenset(controllers.split(","))
+    for mount in mounts:
+        if controllers and mount[2] == "cgroup" and wanted <= mount[3]:
+            return mount
+        if not controllers and mount[2] == "cgroup2":
+            return mount
+    return None
+
+
+def _source(mount: HostMount, path: str) -> str | None:
+    """The host directory for ``path`` in the hierarchy, or None if this mount cannot show it
+    (a mount of a subtree elsewhere, or a path outside our cgroup namespace: "/../x")."""
+    root, point = mount[0].rstrip("/"), mount[1].rstrip("/")
+    if "/../" in path + "/" or not (path + "/").startswith(root + "/"):
+        return None
+    return point + path[len(root):].rstrip("/") or "/"
+
+
+def plan_cgroup_mounts(proc_self_cgroup: str, mountinfo: str) -> list[CgroupMount]:
+    """What to mount, in order: tmpfs first, then binds in /proc/self/cgroup order, then
+    symlinks. Hierarchies that are not mounted on the host (or not visible there) are
+    skipped."""
+    mounts = _host_mounts(mountinfo)
+    hierarchies: list[tuple[str, str]] = []
+    for line in proc_self_cgroup.splitlines():
+        fields = line.split(":", 2)
+        if len(fields) != 3 or not fields[0].isdigit() or not fields[2].startswith("/"):
+            continue
+        number, controllers, path = fields
+        if (number == "0") != (controllers == ""):
+            continue  # v1 hierarchies always name a controller or name=, v2's never does
+        hierarchies.append((controllers, path))
+
+    unified = [m for m in mounts if m[2] == "cgroup2" and m[1] == _UNIFIED_MOUNT_POINT]
+    if unified:
+        paths = [path for controllers, path in hierarchies if not controllers]
+        source = _source(unified[0], paths[0]) if paths else None
+        return [] if source is None else [CgroupMount("bind", source, "")]
+
+    plan = [CgroupMount("tmpfs", "", "")]
+    links: list[tuple[str, str]] = []
+    for controllers, path in hierarchies:
+        mount = _find(mounts, controllers)
+        source = None if mount is None else _source(mount, path)
+        name = "" if mount is None else mount[1].rpartition("/")[2]
+        # Two hierarchies mounted under the same basename elsewhere: the first one keeps it.
+        if source is None or not name or any(step.target == name for step in plan):
+            continue
+        plan.append(CgroupMount("bind", source, name))
+        links += [(c, name) for c in controllers.split(",") if c and "=" not in c and c != name]
+    taken = {step.target for step in plan}
+    for link, name in links:
+        if link not in taken:
+            taken.add(link)
+            plan.append(CgroupMount("symlink", name, link))
+    return plan
+
+
+def read_host_cgroup_mounts() -> list[CgroupMount]:
+    """``plan_cgroup_mounts`` for this process, now."""
+    texts = []
+    for path in ("/proc/self/cgroup", "/proc/self/mountinfo"):
+        with open(path, "rb") as file:
+            # fsdecode keeps bytes that are not UTF-8, so mount(2) gets the path back intact.
+            texts.append(os.fsdecode(file.read()))
+    return plan_cgroup_mounts(texts[0], texts[1])
