@@ -14,6 +14,7 @@ container): every module it needs is imported at the top of this package.
 from __future__ import annotations
 
 import errno as errno_codes
+import gc
 import os
 
 from pyctr.linux import rootpath  # noqa: F401 - LinuxSyscalls.resolve uses it, before the pivot
@@ -95,12 +96,16 @@ def run(sock: socket.socket, started: int = -1) -> NoReturn:
 
 
 def _run(channel: Channel, started: int) -> int:
+    # A collection walks every object, and in a forked init each one it touches is a page
+    # copied from the parent; init's few allocations are freed by reference counting alone.
+    gc.disable()
     set_parent_death_signal(signal.SIGKILL)
     # The death signal only covers a parent that dies from now on; if the supervisor is already
     # gone, its end of the socket is closed (its messages may still be queued): stop here.
     if channel.peer_gone():
         return EXIT_SETUP_FAILED
     set_process_name("pyctr-init")
+    os.umask(0)  # what it creates gets the modes asked for; the workload gets its own umask
     # Inherited SIG_IGN for SIGCHLD would make the kernel reap our children for us, and the
     # workload's exit status would be lost.
     signal.signal(signal.SIGCHLD, signal.SIG_DFL)

@@ -7,8 +7,8 @@ uses ``LinuxSyscalls``.
 
 The order matters:
 
-1. make ``/`` private, recursively, before mounting anything, or our mounts propagate to
-   the host's mount namespace;
+1. make ``/`` a slave, recursively, before mounting anything, or our mounts propagate to
+   the host's mount namespace (as runc does: the host's still propagate to us);
 2. bind-mount the rootfs onto itself, because pivot_root needs the new root to be a mount
    point;
 3. the spec's mounts, in the spec's order, each destination resolved inside the rootfs (a
@@ -22,6 +22,7 @@ The order matters:
 
 from __future__ import annotations
 
+import errno as errno_codes
 import os
 import stat
 
@@ -47,9 +48,10 @@ from pyctr.linux.syscalls import (
     MS_STRICTATIME,
     MS_SYNCHRONOUS,
     MS_UNBINDABLE,
+    RECURSIVE_FLAGS,
     SyscallError,
 )
-from pyctr.spec.defaults import DEV_LINKS, DEVICES
+from pyctr.spec.model import DEV_LINKS, DEVICES
 
 from . import cgroupfs
 
@@ -62,8 +64,8 @@ if TYPE_CHECKING:
     from pyctr.spec.model import Device, Spec
     from pyctr.spec.model import Mount as SpecMount
 
-    Step: TypeAlias = ("Mount | MountInRoot | CgroupMounts | MakeDevice | Symlink | Sysctl"
-                       " | ReadOnlyRoot | PivotRoot | Chroot | Propagation")
+    Step: TypeAlias = ("Mount | MountInRoot | CgroupMounts | MakeNodes | Sysctl | ReadOnlyRoot"
+                       " | PivotRoot | Chroot | Propagation")
 
 # mount(8)'s option names: (flag to set, or to clear when the second item is True).
 FLAG_OPTIONS: dict[str, tuple[int, bool]] = {
@@ -91,7 +93,8 @@ PROPAGATION_OPTIONS = {
 }
 # Where runc refuses a symlink: a kernel filesystem mounted through one could end up anywhere.
 NO_SYMLINK_DESTINATIONS = ("/proc", "/sys", "/dev")
-_KEPT_ON_REMOUNT = MS_NOSUID | MS_NODEV | MS_NOEXEC
+_KEPT_ON_REMOUNT = (MS_NOSUID | MS_NODEV | MS_NOEXEC | MS_NOATIME | MS_NODIRATIME
+                    | MS_RELATIME)
 
 
 class MountError(ValueError):
@@ -197,11 +200,14 @@ class MountInRoot(_InRoot):
         target = sys.resolve(root, self.destination, None, False)
         try:
             if bind and extra:
-                # A bind takes its flags only on a remount, which applies to the top mount;
-                # read-only reaches the submounts of a recursive bind through mount_setattr.
+                # A bind takes its flags only on a remount, which applies to the top mount
+                # and sets them all: the source's nosuid, nodev and noexec stay. Read-only
+                # reaches the submounts of a recursive bind through mount_setattr.
+                extra |= sys.mount_flags(target) & _KEPT_ON_REMOUNT
                 self._mount(sys, None, target, None, MS_BIND | MS_REMOUNT | extra, None)
-                if flags & MS_RDONLY and flags & MS_REC:
-                    _named(self.destination, sys.readonly_recursive, target)
+                if flags & MS_REC and flags & RECURSIVE_FLAGS:
+                    _named(self.destination, sys.set_recursive, target,
+                           flags & RECURSIVE_FLAGS)
             if propagation:
                 self._mount(sys, None, target, None, propagation, None)
         finally:
@@ -209,7 +215,9 @@ class MountInRoot(_InRoot):
 
 
 class CgroupMounts(_InRoot):
-    """``type: cgroup``: the container's own cgroups, read-only when asked (see cgroupfs)."""
+    """``type: cgroup``: the container's own cgroups (see cgroupfs). Everything below the
+    destination is made here, in a tmpfs of ours, so only the destination is resolved; the
+    options (read-only, nosuid, ...) then reach every bind at once."""
 
     __slots__ = ("flags",)
 
@@ -218,86 +226,83 @@ class CgroupMounts(_InRoot):
         self.flags, _, _ = parse_options(mount.options)
 
     def apply(self, sys: Syscalls, root: str) -> None:
-        readonly = self.flags & MS_RDONLY
-        kept = self.flags & _KEPT_ON_REMOUNT
-        for item in cgroupfs.read_host_cgroup_mounts():
-            path = f"{self.destination}/{item.target}".rstrip("/") if item.target else \
-                self.destination
-            if item.kind == "symlink":
-                parent = sys.resolve(root, self.destination, "dir", False)
-                try:
-                    sys.symlink(item.source, f"{parent}/{item.target}")
-                finally:
-                    sys.release(parent)
-                continue
-            target = sys.resolve(root, path, "dir", False)
-            try:
+        plan = cgroupfs.read_host_cgroup_mounts()
+        target = sys.resolve(root, self.destination, "dir", False)
+        try:
+            for item in plan:
                 if item.kind == "tmpfs":
-                    self._mount(sys, "cgroup", target, "tmpfs", kept, "mode=755")
-                else:
+                    self._mount(sys, "cgroup", target, "tmpfs", self.flags & _KEPT_ON_REMOUNT,
+                                "mode=755")
+                elif not item.target:  # cgroup v2 alone: its one bind is the destination
                     self._mount(sys, item.source, target, None, MS_BIND | MS_REC, None)
-            finally:
-                sys.release(target)
-            if item.kind == "bind":
-                target = sys.resolve(root, path, None, False)  # the bind, not what is under it
-                try:
-                    flags = MS_BIND | MS_REMOUNT | kept | readonly
-                    self._mount(sys, None, target, None, flags, None)
-                finally:
-                    sys.release(target)
-        if readonly:
-            target = sys.resolve(root, self.destination, None, False)
-            try:
-                self._mount(sys, None, target, None, MS_REMOUNT | kept | MS_RDONLY, "mode=755")
-            except OSError:
-                pass  # pure cgroup v2: the destination is the bind itself, read-only already
-            finally:
-                sys.release(target)
+        finally:
+            sys.release(target)
+        # The destination again: the descriptor above names what is under the new mount.
+        top = sys.resolve(root, self.destination, None, False)
+        try:
+            for item in plan:
+                if item.kind == "bind" and item.target:
+                    sys.mkdir(f"{top}/{item.target}", 0o755)
+                    self._mount(sys, item.source, f"{top}/{item.target}", None,
+                                MS_BIND | MS_REC, None)
+                elif item.kind == "symlink":
+                    sys.symlink(item.source, f"{top}/{item.target}")
+            if self.flags & RECURSIVE_FLAGS:
+                _named(self.destination, sys.set_recursive, top, self.flags & RECURSIVE_FLAGS)
+        finally:
+            sys.release(top)
 
 
-class MakeDevice:
-    """A device node (or FIFO) at ``path`` inside the root."""
+_NODE_KINDS = {"c": stat.S_IFCHR, "u": stat.S_IFCHR, "b": stat.S_IFBLK, "p": stat.S_IFIFO,
+               "f": stat.S_IFREG}
 
-    __slots__ = ("gid", "kind", "major", "minor", "mode", "path", "uid")
 
-    def __init__(self, path: str, kind: str, major: int, minor: int, mode: int = 0o666,
-                 uid: int = 0, gid: int = 0) -> None:
-        self.path, self.kind, self.major, self.minor = path, kind, major, minor
+class Node:
+    """A device node, FIFO or placeholder file, ``name`` in its directory."""
+
+    __slots__ = ("gid", "kind", "major", "minor", "mode", "name", "uid")
+
+    def __init__(self, name: str, kind: str, major: int = 0, minor: int = 0,
+                 mode: int = 0o666, uid: int = 0, gid: int = 0) -> None:
+        self.name, self.kind, self.major, self.minor = name, kind, major, minor
         self.mode, self.uid, self.gid = mode, uid, gid
 
-    def apply(self, sys: Syscalls, root: str) -> None:
-        directory, _, name = self.path.rpartition("/")
-        parent = sys.resolve(root, directory or "/", "dir", False)
+    def make(self, sys: Syscalls, directory: str) -> None:
+        path = f"{directory}/{self.name}"
         try:
-            node = f"{parent}/{name}"
-            kind = {"c": stat.S_IFCHR, "u": stat.S_IFCHR, "b": stat.S_IFBLK,
-                    "f": stat.S_IFREG}.get(self.kind, stat.S_IFIFO)
-            sys.mknod(node, kind | self.mode, self.major, self.minor)
-            if self.uid or self.gid:
-                sys.chown(node, self.uid, self.gid)
-        finally:
-            sys.release(parent)
+            sys.mknod(path, _NODE_KINDS[self.kind] | self.mode, self.major, self.minor)
+        except SyscallError as exc:
+            if exc.errno != errno_codes.EEXIST:
+                raise
+            return  # the rootfs has it already (a /dev that pyctr did not mount), as runc
+        if self.uid or self.gid:
+            sys.chown(path, self.uid, self.gid)
 
     def __repr__(self) -> str:
-        return f"MakeDevice({self.path!r}, {self.major}, {self.minor})"
+        return f"Node({self.name!r}, {self.kind!r}, {self.major}, {self.minor})"
 
 
-class Symlink:
-    __slots__ = ("path", "target")
+class MakeNodes:
+    """Device nodes and symlinks in one directory inside the root, resolved once."""
 
-    def __init__(self, target: str, path: str) -> None:
-        self.target, self.path = target, path
+    __slots__ = ("directory", "links", "nodes")
+
+    def __init__(self, directory: str, nodes: list[Node],
+                 links: tuple[tuple[str, str], ...] = ()) -> None:
+        self.directory, self.nodes, self.links = directory, nodes, links
 
     def apply(self, sys: Syscalls, root: str) -> None:
-        directory, _, name = self.path.rpartition("/")
-        parent = sys.resolve(root, directory or "/", "dir", False)
+        directory = sys.resolve(root, self.directory, "dir", False)
         try:
-            sys.symlink(self.target, f"{parent}/{name}")
+            for node in self.nodes:
+                node.make(sys, directory)
+            for name, target in self.links:
+                sys.symlink(target, f"{directory}/{name}")
         finally:
-            sys.release(parent)
+            sys.release(directory)
 
     def __repr__(self) -> str:
-        return f"Symlink({self.target!r}, {self.path!r})"
+        return f"MakeNodes({self.directory!r}, {self.nodes!r}, {self.links!r})"
 
 
 class Sysctl:
@@ -320,7 +325,8 @@ class ReadOnlyRoot:
     __slots__ = ()
 
     def apply(self, sys: Syscalls, root: str) -> None:
-        sys.mount(None, root, None, MS_BIND | MS_REMOUNT | MS_RDONLY, None)
+        kept = sys.mount_flags(root) & _KEPT_ON_REMOUNT
+        sys.mount(None, root, None, MS_BIND | MS_REMOUNT | MS_RDONLY | kept, None)
 
 
 class PivotRoot:
@@ -332,8 +338,8 @@ class PivotRoot:
     def apply(self, sys: Syscalls, root: str) -> None:
         sys.chdir(root)
         sys.pivot_root(".", ".")
-        # Keep the detach below from propagating anywhere, whatever the host's propagation.
-        sys.mount(None, ".", None, MS_SLAVE | MS_REC, None)
+        # The old root is a slave copy (the first step): its detach reaches no other mount
+        # table, and the container's own mounts keep the propagation they were given.
         sys.umount2(".", MNT_DETACH)
         sys.chdir("/")
 
@@ -371,7 +377,9 @@ def plan_root(spec: Spec, rootfs: str, *, chroot: bool = False) -> list[Step]:
         raise ValueError(f"rootfs must be an absolute path, not {rootfs!r}")
     root = rootfs.rstrip("/") or "/"
     plan: list[Step] = [
-        Mount(None, "/", None, MS_REC | MS_PRIVATE, None),
+        # A slave: the host's mounts still reach the container (a volume's submounts), none
+        # of the container's reach the host.
+        Mount(None, "/", None, MS_REC | MS_SLAVE, None),
         Mount(root, root, None, MS_BIND | MS_REC, None),
     ]
     destinations = set()
@@ -395,14 +403,17 @@ def _devices(devices: list[Device], dev_mounted: bool, terminal: bool) -> list[S
     steps: list[Step] = []
     if dev_mounted:
         given = {device.path for device in devices}
-        steps += [MakeDevice(f"/dev/{name}", "c", major, minor)
-                  for name, major, minor in DEVICES if f"/dev/{name}" not in given]
-        steps += [Symlink(target, f"/dev/{name}") for name, target in DEV_LINKS]
+        nodes = [Node(name, "c", major, minor) for name, major, minor in DEVICES
+                 if f"/dev/{name}" not in given]
         if terminal:  # the terminal's slave is bound here once it exists
-            steps.append(MakeDevice("/dev/console", "f", 0, 0, 0o600))
-    steps += [MakeDevice(device.path, device.type, device.major, device.minor,
-                         0o666 if device.file_mode is None else device.file_mode,
-                         device.uid or 0, device.gid or 0) for device in devices]
+            nodes.append(Node("console", "f", mode=0o600))
+        steps.append(MakeNodes("/dev", nodes, DEV_LINKS))
+    for device in devices:
+        directory, _, name = device.path.rpartition("/")
+        mode = 0o666 if device.file_mode is None else device.file_mode
+        steps.append(MakeNodes(directory or "/", [Node(
+            name, device.type, device.major, device.minor, mode, device.uid or 0,
+            device.gid or 0)]))
     return steps
 
 

@@ -25,7 +25,6 @@ from pyctr.linux.syscalls import (
     set_rlimit,
 )
 from pyctr.protocol import EXIT_CANNOT_EXECUTE, EXIT_NOT_FOUND, EXIT_SETUP_FAILED
-from pyctr.spec.defaults import DEFAULT_PATH
 
 from . import elf
 
@@ -60,7 +59,7 @@ def resolve(command: str, env: dict[str, str], rootfs: str) -> str:
     if "/" in command:
         candidates = [command]
     else:
-        search = env.get("PATH", DEFAULT_PATH)
+        search = env.get("PATH", os.defpath)  # execvp's, for a spec without PATH
         candidates = [f"{directory or '.'}/{command}" for directory in search.split(":")]
     denied = None
     for candidate in candidates:
@@ -145,11 +144,12 @@ def start(path: str, argv: list[str], env: dict[str, str], process: Process,
     own (see ``enter_workdir``).
     """
     report_read, report_write = os.pipe2(os.O_CLOEXEC)
+    ignored = _ignored_signals()
     pid = os.fork()
     if pid == 0:  # pragma: no cover - the child execs or exits, and never returns
         try:
             os.close(report_read)
-            _become_workload(path, argv, env, process, terminal)
+            _become_workload(path, argv, env, process, terminal, ignored)
         except WorkloadError as exc:
             _report(report_write, exc.exit_code, exc.error, exc.message)
         except BaseException as exc:
@@ -178,7 +178,7 @@ def _report(fd: int, code: int, error: str, message: str) -> None:
 
 
 def _become_workload(path: str, argv: list[str], env: dict[str, str], process: Process,
-                     terminal: int | None) -> None:
+                     terminal: int | None, ignored: list[int]) -> None:
     """In the child: take the spec's process settings, in the order runc and crun use (the
     ones that need privilege before the ids change), then exec."""
     if terminal is None:
@@ -201,7 +201,7 @@ def _become_workload(path: str, argv: list[str], env: dict[str, str], process: P
     _step(f"set gid {user.gid}", os.setresgid, user.gid, user.gid, user.gid)
     _step(f"set uid {user.uid}", os.setresuid, user.uid, user.uid, user.uid)
     os.umask(0o022 if user.umask is None else user.umask)
-    for signum in _DEFAULT_SIGNALS:
+    for signum in ignored:
         reset_signal_disposition(signum)
     signal.pthread_sigmask(signal.SIG_SETMASK, ())
     try:
@@ -210,6 +210,16 @@ def _become_workload(path: str, argv: list[str], env: dict[str, str], process: P
         code = EXIT_NOT_FOUND if exc.errno == errno_codes.ENOENT else EXIT_CANNOT_EXECUTE
         raise WorkloadError(code, "command.exec_failed",
                             f"exec {path}: {exc.strerror}") from None
+
+
+def _ignored_signals() -> list[int]:
+    """The signals to reset in the workload's child. Caught ones go back to their defaults
+    at the exec by themselves; ignored ones stay ignored across it. Python knows which are
+    ignored (it reads every disposition at start-up and records its own changes), except for
+    32 and 33, which it leaves alone: those are always reset. Asked here, in the parent: in
+    the child every Python call is pages copied from it."""
+    return [signum for signum in _DEFAULT_SIGNALS
+            if signum in (32, 33) or signal.getsignal(signum) == signal.SIG_IGN]
 
 
 def _step(what: str, call: Callable[..., object], *args: object) -> None:

@@ -42,7 +42,8 @@ if TYPE_CHECKING:
         def resolve(self, root: str, path: str, create: str | None,
                     refuse_symlink: bool) -> str: ...
         def release(self, target: str) -> None: ...
-        def readonly_recursive(self, target: str) -> None: ...
+        def set_recursive(self, target: str, flags: int) -> None: ...
+        def mount_flags(self, target: str) -> int: ...
         def write_file(self, target: str, data: str) -> None: ...
         def chown(self, path: str, uid: int, gid: int) -> None: ...
 
@@ -78,7 +79,9 @@ MS_STRICTATIME = 1 << 24
 MS_LAZYTIME = 1 << 25
 MNT_DETACH = 0x2
 _AT_RECURSIVE = 0x8000
-_MOUNT_ATTR_RDONLY = 0x1
+_ST_RELATIME = 0x1000  # statvfs's; the other ST_* flags have their MS_* values
+# mount_setattr's MOUNT_ATTR_* values happen to equal the MS_* ones for these four.
+RECURSIVE_FLAGS = MS_RDONLY | MS_NOSUID | MS_NODEV | MS_NOEXEC
 
 PR_SET_PDEATHSIG = 1
 PR_SET_NAME = 15
@@ -203,9 +206,8 @@ class LinuxSyscalls:
             raise SyscallError(exc.errno or errno_codes.EIO, "create mount point", path) from None
 
     def mknod(self, path: str, mode: int, major: int, minor: int) -> None:
+        """A node of exactly ``mode``: the init runs with umask 0, which mknod would apply."""
         _os_call("mknod", path, os.mknod, path, mode, os.makedev(major, minor))
-        # mknod's mode is filtered through the umask; devices must end up exactly as asked.
-        _os_call("chmod", path, os.chmod, path, mode & 0o7777)
 
     def symlink(self, target: str, path: str) -> None:
         _os_call("symlink", path, os.symlink, target, path)
@@ -244,12 +246,22 @@ class LinuxSyscalls:
     def release(self, target: str) -> None:
         os.close(int(target.rpartition("/")[2]))
 
-    def readonly_recursive(self, target: str) -> None:
-        """Make the mount at ``target`` and every mount below it read-only."""
-        attributes = struct.pack("QQQQ", _MOUNT_ATTR_RDONLY, 0, 0, 0)
+    def set_recursive(self, target: str, flags: int) -> None:
+        """Set ``flags`` (of RECURSIVE_FLAGS: read-only, nosuid, nodev, noexec) on the mount
+        at ``target`` and on every mount below it, in one call."""
+        attributes = struct.pack("QQQQ", flags & RECURSIVE_FLAGS, 0, 0, 0)
         _check(libc.syscall(_number(_SYS_MOUNT_SETATTR, "mount_setattr"), -100,
                             os.fsencode(target), _AT_RECURSIVE, attributes, len(attributes)),
                "make read-only", target)
+
+    def mount_flags(self, target: str) -> int:
+        """The MS_* flags of the mount at ``target`` that a remount would otherwise clear."""
+        try:
+            flags = os.statvfs(target).f_flag
+        except OSError as exc:
+            raise SyscallError(exc.errno or errno_codes.EIO, "statvfs", target) from None
+        same = flags & (MS_RDONLY | MS_NOSUID | MS_NODEV | MS_NOEXEC | MS_NOATIME | MS_NODIRATIME)
+        return same | (MS_RELATIME if flags & _ST_RELATIME else 0)
 
     def write_file(self, target: str, data: str) -> None:
         try:

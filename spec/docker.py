@@ -1,5 +1,7 @@
-"""``docker run``'s spellings turned into a spec: ``-v``, ``--tmpfs``, ``--mount``,
-``--ulimit``, ``--env-file``, ``-u``, ``--read-only``. The CLI and the library's
+"""What ``docker run`` means, as a spec: pyctr's defaults, which are docker's (its mounts,
+plus the original program's ``/tmp``; a new namespace of every kind but user, cgroup and time;
+PATH; the stop timeout), and docker's spellings (``-v``, ``--tmpfs``, ``--mount``,
+``--ulimit``, ``--env-file``, ``-u``, ``--read-only``). The CLI and the library's
 ``ContainerConfig`` both describe a container this way; ``build_spec`` is the one translation.
 Every error is a SpecError with the one line to show, naming the flag and the bad value."""
 
@@ -9,8 +11,13 @@ import os
 
 from pyctr.linux.syscalls import RLIMITS
 
-from .defaults import DEFAULT_PATH, OCI_VERSION, default_linux, default_mounts
-from .model import Mount, Process, Rlimit, Spec, SpecError, User
+from .model import Linux, Mount, Namespace, Process, Rlimit, Spec, SpecError, User
+
+DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+DEFAULT_STOP_TIMEOUT = 10.0
+"""Seconds between the stop signal and SIGKILL."""
+OCI_VERSION = "1.0.2"
+NAMESPACES = ("pid", "network", "ipc", "uts", "mount")
 
 VOLUMES_DIR = os.environ.get("PYCTR_VOLUMES_DIR", "/var/lib/pyctr/volumes")
 """Where named volumes live, each as NAME/_data (docker's layout)."""
@@ -19,6 +26,28 @@ _PROPAGATIONS = ("private", "rprivate", "shared", "rshared", "slave", "rslave")
 _TMPFS_DEFAULTS = ("noexec", "nosuid", "nodev")
 _OPPOSITES = {"exec": "noexec", "suid": "nosuid", "dev": "nodev", "rw": "ro"}
 _SIZE_UNITS = {"": 1, "b": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40}
+
+
+_NOSUID_NOEXEC_NODEV = ["nosuid", "noexec", "nodev"]
+
+
+def default_mounts() -> list[Mount]:
+    """docker's list, in docker's order, and /tmp as a tmpfs (the original program had one)."""
+    return [
+        Mount("/proc", "proc", "proc", list(_NOSUID_NOEXEC_NODEV)),
+        Mount("/dev", "tmpfs", "tmpfs", ["nosuid", "strictatime", "mode=755", "size=65536k"]),
+        Mount("/dev/pts", "devpts", "devpts",
+              ["nosuid", "noexec", "newinstance", "ptmxmode=0666", "mode=0620", "gid=5"]),
+        Mount("/sys", "sysfs", "sysfs", [*_NOSUID_NOEXEC_NODEV, "ro"]),
+        Mount("/sys/fs/cgroup", "cgroup", "cgroup", [*_NOSUID_NOEXEC_NODEV, "relatime", "ro"]),
+        Mount("/dev/mqueue", "mqueue", "mqueue", list(_NOSUID_NOEXEC_NODEV)),
+        Mount("/dev/shm", "tmpfs", "shm", [*_NOSUID_NOEXEC_NODEV, "mode=1777", "size=65536k"]),
+        Mount("/tmp", "tmpfs", "tmpfs", ["nosuid", "nodev", "mode=1777"]),
+    ]
+
+
+def default_linux() -> Linux:
+    return Linux([Namespace(kind) for kind in NAMESPACES])
 
 
 def build_spec(rootfs: str, command: list[str], *, hostname: str | None,
@@ -166,6 +195,7 @@ def parse_mount(text: str, *, make: bool = True) -> Mount:
             raise SpecError(f"--mount {text!r}: a volume's source is a name, not a path; "
                             f"use type=bind for a host path")
         fields.pop("volume-nocopy", None)  # pyctr never copies into a volume
+        _refuse_unknown(fields, text)  # before _bind, which may create a volume
         mount = _bind(source, target, ["rbind", *options], "--mount", make=make)
     elif kind == "tmpfs":
         if source:
@@ -180,18 +210,22 @@ def parse_mount(text: str, *, make: bool = True) -> Mount:
         mount = Mount(target, "tmpfs", "tmpfs", _merge(_TMPFS_DEFAULTS, options))
     else:
         raise SpecError(f"--mount {text!r}: type must be bind, tmpfs or volume, got {kind!r}")
-    if fields:
-        raise SpecError(f"--mount {text!r}: unknown key {sorted(fields)[0]!r}")
+    _refuse_unknown(fields, text)
     if not mount.destination.startswith("/"):
         raise SpecError(f"--mount {text!r}: target must be an absolute path")
     return mount
+
+
+def _refuse_unknown(fields: dict[str, str], text: str) -> None:
+    if fields:
+        raise SpecError(f"--mount {text!r}: unknown key {sorted(fields)[0]!r}")
 
 
 def parse_size(text: str, flag: str) -> int:
     value = text.strip().lower()
     unit = value[-1:] if value[-1:] in _SIZE_UNITS and not value[-1:].isdigit() else ""
     number = value[: len(value) - len(unit)]
-    if not number.isdigit():
+    if not (number.isascii() and number.isdigit()):
         raise SpecError(f"{flag} needs a size such as 64m or 512k, got {text!r}")
     return int(number) * _SIZE_UNITS[unit]
 
@@ -216,7 +250,7 @@ def parse_ulimit(text: str) -> Rlimit:
 def _limit(text: str, whole: str) -> int:
     if text in ("-1", "unlimited"):
         return RLIM_INFINITY
-    if not text.isdigit() or int(text) >= RLIM_INFINITY:
+    if not (text.isascii() and text.isdigit()) or int(text) >= RLIM_INFINITY:
         raise SpecError(f"--ulimit {whole!r}: limits are whole numbers, -1 or unlimited")
     return int(text)
 

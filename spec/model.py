@@ -27,6 +27,24 @@ PENDING_FIELDS = ("process.capabilities", "process.noNewPrivileges", "linux.mask
                   "linux.readonlyPaths", "linux.seccomp", "linux.resources",
                   "linux.cgroupsPath")
 """Accepted before the work that applies them lands; each gets a warning when present."""
+# The runtime spec's default devices, which every container gets whatever linux.devices says:
+# (name in /dev, major, minor) of the character devices; /dev/ptmx is a link into the
+# container's own devpts, and /dev/console is the terminal's, when there is one.
+DEVICES = (
+    ("null", 1, 3),
+    ("zero", 1, 5),
+    ("full", 1, 7),
+    ("random", 1, 8),
+    ("urandom", 1, 9),
+    ("tty", 5, 0),
+)
+DEV_LINKS = (
+    ("fd", "/proc/self/fd"),
+    ("stdin", "/proc/self/fd/0"),
+    ("stdout", "/proc/self/fd/1"),
+    ("stderr", "/proc/self/fd/2"),
+    ("ptmx", "pts/ptmx"),
+)
 _UINT64_MAX = (1 << 64) - 1
 _ID_MAX = (1 << 32) - 2  # (uid_t)-1 means "unchanged" to the kernel
 
@@ -306,7 +324,7 @@ class Spec:
         """The fields present that pyctr accepts but does not apply yet (PENDING_FIELDS)."""
         present = {
             "process.capabilities": self.process.capabilities is not None,
-            "process.noNewPrivileges": self.process.no_new_privileges is not None,
+            "process.noNewPrivileges": bool(self.process.no_new_privileges),
             "linux.maskedPaths": bool(self.linux.masked_paths),
             "linux.readonlyPaths": bool(self.linux.readonly_paths),
             "linux.seccomp": self.linux.seccomp is not None,
@@ -496,9 +514,11 @@ def _check(spec: Spec) -> None:
         if namespace is None:
             raise SpecError(f"linux.namespaces must include {kind}: pyctr needs one because "
                             f"{why}")
-    if linux.namespace("pid").path is not None:  # type: ignore[union-attr] # checked above
-        raise SpecError("linux.namespaces: joining an existing pid namespace is not supported "
-                        "(pyctr's init must be PID 1); remove its path")
+    for kind, why in (("pid", "pyctr's init must be PID 1"),
+                      ("mount", "the container's root is built in a mount table of its own")):
+        if linux.namespace(kind).path is not None:  # type: ignore[union-attr] # checked above
+            raise SpecError(f"linux.namespaces: joining an existing {kind} namespace is not "
+                            f"supported ({why}); remove its path")
     for kind in ("user", "time"):
         if linux.namespace(kind) is not None:
             raise SpecError(f"linux.namespaces: pyctr does not support {kind} namespaces yet; "

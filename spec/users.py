@@ -31,7 +31,10 @@ class Account:
 
 def read_rootfs_file(rootfs: str, path: str) -> bytes | None:
     """The bytes of ``path`` inside ``rootfs``, or None when it does not exist there."""
-    root = open_root(rootfs)
+    try:
+        root = open_root(rootfs)
+    except SyscallError as exc:
+        raise SpecError(f"cannot look up users in rootfs {rootfs}: {exc.strerror}") from None
     try:
         try:
             found = resolve_in_root(root, path)
@@ -63,7 +66,7 @@ def _entries(data: bytes | None, fields: int) -> list[list[str]]:
 
 
 def _number(text: str) -> int | None:
-    return int(text) if text.isdigit() and int(text) <= _ID_MAX else None
+    return int(text) if text.isascii() and text.isdigit() and int(text) <= _ID_MAX else None
 
 
 def resolve_account(rootfs: str, spec: str) -> Account:

@@ -15,9 +15,7 @@ from __future__ import annotations
 import os
 
 from pyctr.linux.cmodules import signal
-from pyctr.spec.defaults import DEFAULT_STOP_TIMEOUT
-from pyctr.spec.docker import build_spec
-from pyctr.spec.model import Spec, SpecError
+from pyctr.spec.docker import DEFAULT_STOP_TIMEOUT
 
 from .errors import PyctrError
 
@@ -25,6 +23,7 @@ TYPE_CHECKING = False
 if TYPE_CHECKING:
     from pyctr.protocol import Config
     from pyctr.protocol.codec import Value
+    from pyctr.spec.model import Spec
 
 NAMESPACE_FILES = {"pid": "pid", "mount": "mnt", "uts": "uts", "ipc": "ipc", "network": "net",
                    "cgroup": "cgroup"}
@@ -102,7 +101,7 @@ class ContainerConfig:
         """A container described by a runtime-spec document (a decoded config.json, or a
         ``Spec``); ``root.path`` and relative bind sources are relative to ``bundle`` (default:
         the working directory). ``options`` are the supervision keywords of the constructor."""
-        document = spec.to_value() if isinstance(spec, Spec) else spec
+        document = spec if isinstance(spec, dict) else spec.to_value()
         config = cls("", ["-"], **options)  # type: ignore[arg-type]
         config._docker = None
         config._given_spec = document
@@ -113,9 +112,14 @@ class ContainerConfig:
     def from_bundle(cls, bundle: str | os.PathLike[str], **options: object) -> ContainerConfig:
         """The container described by ``bundle``/config.json, as ``runc run --bundle``."""
         from pyctr.spec.bundle import load_config
+        from pyctr.spec.model import SpecError
 
         directory = os.fspath(bundle)
-        return cls.from_spec(load_config(directory), bundle=directory, **options)
+        try:
+            document = load_config(directory)
+        except SpecError as exc:
+            raise PyctrError(str(exc), error="config.invalid") from None
+        return cls.from_spec(document, bundle=directory, **options)
 
     def __repr__(self) -> str:
         return f"ContainerConfig({self.rootfs!r}, {self.command!r}, name={self.name!r})"
@@ -140,6 +144,9 @@ class ContainerConfig:
 
     def build_spec(self, *, make_volumes: bool = True) -> Spec:
         """The spec this config describes, checked. Raises PyctrError."""
+        from pyctr.spec.docker import build_spec
+        from pyctr.spec.model import Spec, SpecError
+
         try:
             if self._docker is None:
                 spec = Spec.from_value(self._given_spec)
@@ -150,25 +157,29 @@ class ContainerConfig:
                 return spec
             options = dict(self._docker)
             command = options.pop("command")
-            if not command or not command[0]:  # type: ignore[index]
-                raise PyctrError("no command given; say what to run after the rootfs",
-                                 error="usage.invalid")
             return build_spec(self.rootfs, command,  # type: ignore[arg-type]
                               term=os.environ.get("TERM", "xterm"), make_volumes=make_volumes,
                               **options)  # type: ignore[arg-type]
         except SpecError as exc:
             raise PyctrError(str(exc), error="config.invalid") from None
 
-    def check(self) -> str:
-        """Check everything that can be checked from the host and build the spec; return the
-        rootfs's absolute, symlink-free path. Raises PyctrError with a one-line explanation."""
+    def check_host(self) -> None:
+        """The checks that need no spec: root, a command, the rootfs given on the command
+        line. Raises PyctrError with a one-line explanation."""
+        if self._docker is not None and not (self.command and self.command[0]):
+            raise PyctrError("no command given; say what to run after the rootfs",
+                             error="usage.invalid")
         if os.geteuid() != 0:
             raise PyctrError(
                 "pyctr must run as root: it creates namespaces and mounts; "
                 "run it again with sudo", error="host.not_root")
-        root = self.rootfs if self._docker is not None else None
-        if root is not None:
-            _check_rootfs(root)
+        if self._docker is not None:
+            _check_rootfs(self.rootfs)
+
+    def check(self) -> str:
+        """Check everything that can be checked from the host and build the spec; return the
+        rootfs's absolute, symlink-free path. Raises PyctrError with a one-line explanation."""
+        self.check_host()
         spec = self.build_spec()
         self.rootfs = spec.root_path
         rootfs = _check_rootfs(spec.root_path)

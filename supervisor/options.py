@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from pyctr.linux.cmodules import signal
 from pyctr.protocol import LOG_LEVELS as ALL_LEVELS
-from pyctr.spec.defaults import DEFAULT_STOP_TIMEOUT
+from pyctr.spec.docker import DEFAULT_STOP_TIMEOUT
 
 from .errors import UsageError
 from .logfile import parse_size
@@ -239,7 +239,7 @@ def _set(line: CommandLine, option: Option, value: str) -> None:
     elif option.dest == "log_max_size":
         line.log_max_size = parse_size(value)
     elif option.dest == "log_max_files":
-        if not value.isdigit() or int(value) < 1:
+        if not (value.isascii() and value.isdigit()) or int(value) < 1:
             raise UsageError(f"--log-max-files needs a whole number of 1 or more, got {value!r}")
         line.log_max_files = int(value)
     elif option.dest == "log_format" and value not in LOG_FORMATS:

@@ -38,7 +38,7 @@ def signal_name(signum: int | None) -> str | None:
 def parse_signal(text: str) -> int | None:
     """``TERM``, ``SIGTERM``, ``15`` -> 15; None when it names no signal that can be sent."""
     name = text.strip().upper()
-    if name.isdigit():
+    if name.isascii() and name.isdigit():
         number = int(name)
         return number if 0 < number < signal.NSIG else None
     import signal as named  # only when --stop-signal names a signal

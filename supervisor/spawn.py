@@ -70,6 +70,25 @@ class InitProcess:
         self.pidfd = os.pidfd_open(pid)
         self.started = time.monotonic()
 
+    def send_config(self, config: ContainerConfig, rootfs: str, *,
+                    window: tuple[int, int] = (0, 0), log_level: str = "debug") -> None:
+        """Send the init what to build (``rootfs`` as ``config.check()`` returned it):
+        ``window`` is the (rows, columns) a terminal starts with; ``log_level``, the least
+        severe init event that will be shown (init sends no others)."""
+        try:
+            data = encode(config.to_message(rootfs, *window, log_level))
+        except ProtocolError as exc:
+            raise PyctrError(f"the container's description is too large to send to init: "
+                             f"{exc}", error="config.too_large") from None
+        self.sock.send(data)
+
+    def abort(self) -> None:
+        """Kill an init that has not been sent its config (it has built nothing yet), reap
+        it, and release everything."""
+        signal.pidfd_send_signal(self.pidfd, signal.SIGKILL)
+        os.waitpid(self.pid, 0)
+        self.close()
+
     def close(self) -> None:
         """Release what is still open (the output readers close their own ends)."""
         self.sock.close()
@@ -85,17 +104,25 @@ class InitProcess:
 def spawn_init(config: ContainerConfig, rootfs: str, *, fork: bool,
                window: tuple[int, int] = (0, 0), collect: tuple[str, ...] = (),
                stdin: bool = False, log_level: str = "debug", started: int = -1) -> InitProcess:
-    """Start the init for ``config`` (``rootfs`` as returned by ``config.check()``);
-    ``window`` is the (rows, columns) a terminal starts with. ``collect`` names the streams
-    (``stdout``, ``stderr``) to pipe to us besides those ``config.capture_output`` pipes;
-    ``stdin``: give the init a stdin pipe whose write end we keep. ``log_level``: the least
-    severe init event that will be shown (init sends no others). ``started`` (with ``fork``):
-    a descriptor the init keeps open until the workload has started, then closes."""
+    """Start the init for the checked ``config`` and send it (see ``start_init`` and
+    ``InitProcess.send_config``)."""
+    init = start_init(config, fork=fork, collect=collect, stdin=stdin, started=started)
     try:
-        queued = [encode(Hello()), encode(config.to_message(rootfs, *window, log_level))]
-    except ProtocolError as exc:
-        raise PyctrError(f"command line and environment are too large to send to init: {exc}",
-                         error="config.too_large") from None
+        init.send_config(config, rootfs, window=window, log_level=log_level)
+    except BaseException:
+        init.abort()
+        raise
+    return init
+
+
+def start_init(config: ContainerConfig, *, fork: bool, collect: tuple[str, ...] = (),
+               stdin: bool = False, started: int = -1) -> InitProcess:
+    """Start the init for ``config``; it waits for its config (``send_config``), so the
+    caller may build that while the init starts. ``collect`` names the streams (``stdout``,
+    ``stderr``) to pipe to us besides those ``config.capture_output`` pipes; ``stdin``: give
+    the init a stdin pipe whose write end we keep. ``started`` (with ``fork``): a descriptor
+    the init keeps open until the workload has started, then closes."""
+    queued = [encode(Hello())]
     ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET | socket.SOCK_CLOEXEC)
     ours.setsockopt(socket.SOL_SOCKET, socket.SO_PASSCRED, 1)
     for sock in (ours, theirs):
@@ -162,7 +189,9 @@ def _start_in_new_pid_namespace(ours: socket.socket, theirs: socket.socket,
                     ours.close()
                     for target, source in stdio.items():
                         os.dup2(source, target)
-                    from pyctr.init import run  # imported by the CLI already: costs nothing
+                    # Imported here, not by the CLI before the fork: the CLI builds the
+                    # container's spec meanwhile, on the other CPU.
+                    from pyctr.init import run
 
                     run(theirs, started)
                 return pid

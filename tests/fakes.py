@@ -8,6 +8,8 @@ class RecordingSyscalls:
 
     def __init__(self, fail_on: tuple[str, str] | None = None) -> None:
         self.calls: list[tuple[object, ...]] = []
+        self.flags_of: dict[str, int] = {}
+        """What ``mount_flags`` answers for a target (0 when not given)."""
         self.fail_on = fail_on
 
     def _record(self, *call: object) -> None:
@@ -65,8 +67,12 @@ class RecordingSyscalls:
     def release(self, target: str) -> None:
         pass
 
-    def readonly_recursive(self, target: str) -> None:
-        self._record("readonly_recursive", target)
+    def set_recursive(self, target: str, flags: int) -> None:
+        self._record("set_recursive", target, flags)
+
+    def mount_flags(self, target: str) -> int:
+        self._record("mount_flags", target)
+        return self.flags_of.get(target, 0)
 
     def write_file(self, target: str, data: str) -> None:
         self._record("write_file", target, data)

@@ -27,11 +27,11 @@ from pyctr.linux.syscalls import (
     MS_NODEV,
     MS_NOEXEC,
     MS_NOSUID,
-    MS_PRIVATE,
     MS_RDONLY,
     MS_REC,
     MS_REMOUNT,
     MS_SHARED,
+    MS_SLAVE,
     MS_STRICTATIME,
     SyscallError,
 )
@@ -54,9 +54,9 @@ def mounts(calls: list[tuple[object, ...]]) -> list[tuple[object, ...]]:
     return [call for call in calls if call[0] == "mount"]
 
 
-def test_propagation_is_made_private_before_anything_is_mounted() -> None:
+def test_propagation_is_made_slave_before_anything_is_mounted() -> None:
     sys, _ = run_plan(default_spec())
-    assert sys.calls[0] == ("mount", None, "/", None, MS_REC | MS_PRIVATE, None)
+    assert sys.calls[0] == ("mount", None, "/", None, MS_REC | MS_SLAVE, None)
 
 
 def test_rootfs_is_bind_mounted_onto_itself_before_the_pivot() -> None:
@@ -115,11 +115,11 @@ def test_spec_devices_are_made_with_their_mode_and_owner() -> None:
 
 def test_pivot_root_detaches_the_old_root_last() -> None:
     sys, _ = run_plan(default_spec())
-    tail = sys.calls[-5:]
+    tail = sys.calls[-4:]
     assert tail[0] == ("chdir", "/r")
     assert tail[1] == ("pivot_root", ".", ".")
-    assert tail[3] == ("umount2", ".", MNT_DETACH)
-    assert tail[4] == ("chdir", "/")
+    assert tail[2] == ("umount2", ".", MNT_DETACH)
+    assert tail[3] == ("chdir", "/")
 
 
 def test_chroot_option_uses_chroot_and_no_pivot() -> None:
@@ -144,8 +144,17 @@ def test_read_only_binds_are_remounted_and_made_read_only_below_too(tmp_path) ->
     sys, _ = run_plan(spec)
     bind = ("mount", str(tmp_path), "/r/data", None, MS_BIND | MS_REC, None)
     remount = ("mount", None, "/r/data", None, MS_BIND | MS_REMOUNT | MS_RDONLY, None)
+    assert ("mount_flags", "/r/data") in sys.calls
     assert sys.calls.index(bind) < sys.calls.index(remount)
-    assert ("readonly_recursive", "/r/data") in sys.calls
+    assert ("set_recursive", "/r/data", MS_RDONLY) in sys.calls
+
+
+def test_a_read_only_remount_keeps_the_sources_nosuid_nodev_noexec(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    sys = RecordingSyscalls()
+    sys.flags_of["/r/data"] = MS_NOSUID | MS_NODEV | MS_NOEXEC
+    apply_plan(plan_root(default_spec(volumes=[f"{tmp_path}:/data:ro"]), "/r"), sys, "/r")
+    flags = MS_BIND | MS_REMOUNT | MS_RDONLY | MS_NOSUID | MS_NODEV | MS_NOEXEC
+    assert ("mount", None, "/r/data", None, flags, None) in sys.calls
 
 
 def test_a_bind_of_a_file_creates_a_file_mount_point(tmp_path) -> None:  # type: ignore[no-untyped-def]
