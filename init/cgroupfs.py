@@ -60,6 +60,8 @@ def _unescape(field: str) -> str:
 def _host_mounts(mountinfo: str) -> list[HostMount]:
     mounts: list[HostMount] = []
     for line in mountinfo.splitlines():
+        if " - cgroup" not in line:  # most lines: no need to split them
+            continue
         # split(" ") rather than split(): an empty source field must keep its place.
         fields = line.split(" ")
         if "-" not in fields[6:]:
@@ -70,6 +72,11 @@ def _host_mounts(mountinfo: str) -> list[HostMount]:
         options = frozenset(fields[tail + 2].split(","))
         mounts.append((_unescape(fields[3]), _unescape(fields[4]), fields[tail], options))
     return mounts
+
+
+def _mount_points(mountinfo: str) -> list[str]:
+    return [_unescape(line.split(" ", 5)[4]) for line in mountinfo.splitlines()
+            if line.count(" ") >= 5]
 
 
 def _find(mounts: list[HostMount], controllers: str) -> HostMount | None:
@@ -133,11 +140,57 @@ def plan_cgroup_mounts(proc_self_cgroup: str, mountinfo: str) -> list[CgroupMoun
     return plan
 
 
-def read_host_cgroup_mounts() -> list[CgroupMount]:
-    """``plan_cgroup_mounts`` for this process, now."""
+def plan_cgroup_tree(proc_self_cgroup: str,
+                     mountinfo: str) -> tuple[str, list[CgroupMount]] | None:
+    """The same view in fewer mounts, where the host allows: when every hierarchy is mounted
+    in one directory that is a mount of its own (the host's /sys/fs/cgroup tmpfs) and nothing
+    else is mounted below it, one recursive bind of that directory shows every hierarchy's
+    root, and only the hierarchies where the process is not at the root need a bind of its
+    own cgroup on top. Returns (that directory, those binds), or None."""
+    plan = plan_cgroup_mounts(proc_self_cgroup, mountinfo)
+    binds = [step for step in plan if step.kind == "bind"]
+    if not binds or plan[0].kind != "tmpfs":
+        return None
+    parents = {point.rpartition("/")[0] for point, _ in _hierarchy_points(binds, mountinfo)}
+    if len(parents) != 1 or "" in parents:
+        return None
+    parent = parents.pop()
+    named = {f"{parent}/{step.target}" for step in binds}
+    points = _mount_points(mountinfo)
+    if parent not in points or any(point.startswith(parent + "/") and point not in named
+                                   for point in points):
+        return None
+    return parent, [step for step in binds if step.source != f"{parent}/{step.target}"]
+
+
+def _hierarchy_points(binds: list[CgroupMount], mountinfo: str) -> list[tuple[str, str]]:
+    """(host mount point, bind target) of each bind; a bind whose mount is not found makes
+    the mount point "" (and so the tree unusable)."""
+    points = [mount[1] for mount in _host_mounts(mountinfo)]
+    return [(next((p for p in points if p.rpartition("/")[2] == step.target), ""),
+             step.target) for step in binds]
+
+
+def _read_host_files() -> tuple[str, str]:
     texts = []
     for path in ("/proc/self/cgroup", "/proc/self/mountinfo"):
-        with open(path, "rb") as file:
-            # fsdecode keeps bytes that are not UTF-8, so mount(2) gets the path back intact.
-            texts.append(os.fsdecode(file.read()))
-    return plan_cgroup_mounts(texts[0], texts[1])
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+        try:
+            chunks = []
+            while chunk := os.read(fd, 65536):
+                chunks.append(chunk)
+        finally:
+            os.close(fd)
+        # fsdecode keeps bytes that are not UTF-8, so mount(2) gets the path back intact.
+        texts.append(os.fsdecode(b"".join(chunks)))
+    return texts[0], texts[1]
+
+
+def read_host_cgroup_mounts() -> list[CgroupMount]:
+    """``plan_cgroup_mounts`` for this process, now."""
+    return plan_cgroup_mounts(*_read_host_files())
+
+
+def read_host_cgroup_tree() -> tuple[str, list[CgroupMount]] | None:
+    """``plan_cgroup_tree`` for this process, now."""
+    return plan_cgroup_tree(*_read_host_files())

@@ -7,8 +7,8 @@ uses ``LinuxSyscalls``.
 
 The order matters:
 
-1. make ``/`` a slave, recursively, before mounting anything, or our mounts propagate to
-   the host's mount namespace (as runc does: the host's still propagate to us);
+1. make ``/`` private (or, when a mount asks for propagation, a slave), recursively, before
+   mounting anything, or our mounts propagate to the host's mount namespace;
 2. bind-mount the rootfs onto itself, because pivot_root needs the new root to be a mount
    point;
 3. the spec's mounts, in the spec's order, each destination resolved inside the rootfs (a
@@ -97,10 +97,6 @@ _KEPT_ON_REMOUNT = (MS_NOSUID | MS_NODEV | MS_NOEXEC | MS_NOATIME | MS_NODIRATIM
                     | MS_RELATIME)
 
 
-class MountError(ValueError):
-    """A mount the spec asks for that cannot be made as written (an unknown option)."""
-
-
 def _named(shown: str, call: Callable[..., None], *args: object) -> None:
     """``call``, its failure naming ``shown`` (the path in the container) rather than the
     /proc/self/fd name the call was given."""
@@ -171,7 +167,6 @@ class MountInRoot(_InRoot):
         self.fstype = "bind" if mount.is_bind else mount.type
         self.source = mount.source
         self.spec_options = mount.options
-        parse_options(mount.options)
 
     def apply(self, sys: Syscalls, root: str) -> None:
         flags, propagation, data = parse_options(self.spec_options)
@@ -215,21 +210,29 @@ class MountInRoot(_InRoot):
 
 
 class CgroupMounts(_InRoot):
-    """``type: cgroup``: the container's own cgroups (see cgroupfs). Everything below the
-    destination is made here, in a tmpfs of ours, so only the destination is resolved; the
-    options (read-only, nosuid, ...) then reach every bind at once."""
+    """``type: cgroup``: the container's own cgroups (see cgroupfs): one recursive bind of the
+    host's hierarchies with the container's own cgroup bound over those where it is not at
+    the root, or, where the host's layout does not allow that, a tmpfs of ours with a bind
+    per hierarchy. Only the destination is resolved (what is below it is ours), and the
+    options (read-only, nosuid, ...) then reach every mount at once."""
 
-    __slots__ = ("flags",)
+    __slots__ = ("flags", "plan", "tree")
 
     def __init__(self, mount: SpecMount) -> None:
         super().__init__(mount.destination)
         self.flags, _, _ = parse_options(mount.options)
+        # Read now, before the init makes a cgroup namespace of its own (plan_root comes
+        # first): inside one, the host's hierarchies no longer show where they are mounted.
+        self.tree = cgroupfs.read_host_cgroup_tree()
+        self.plan = cgroupfs.read_host_cgroup_mounts() if self.tree is None else self.tree[1]
 
     def apply(self, sys: Syscalls, root: str) -> None:
-        plan = cgroupfs.read_host_cgroup_mounts()
+        tree, plan = self.tree, self.plan
         target = sys.resolve(root, self.destination, "dir", False)
         try:
-            for item in plan:
+            if tree is not None:  # the host's hierarchies, all in one recursive bind
+                self._mount(sys, tree[0], target, None, MS_BIND | MS_REC, None)
+            for item in plan if tree is None else ():
                 if item.kind == "tmpfs":
                     self._mount(sys, "cgroup", target, "tmpfs", self.flags & _KEPT_ON_REMOUNT,
                                 "mode=755")
@@ -242,7 +245,8 @@ class CgroupMounts(_InRoot):
         try:
             for item in plan:
                 if item.kind == "bind" and item.target:
-                    sys.mkdir(f"{top}/{item.target}", 0o755)
+                    if tree is None:  # in our own tmpfs; with the tree, it is a mount point
+                        sys.mkdir(f"{top}/{item.target}", 0o755)
                     self._mount(sys, item.source, f"{top}/{item.target}", None,
                                 MS_BIND | MS_REC, None)
                 elif item.kind == "symlink":
@@ -338,8 +342,9 @@ class PivotRoot:
     def apply(self, sys: Syscalls, root: str) -> None:
         sys.chdir(root)
         sys.pivot_root(".", ".")
-        # The old root is a slave copy (the first step): its detach reaches no other mount
-        # table, and the container's own mounts keep the propagation they were given.
+        # The old root is a private or slave copy (the first step): its detach reaches no
+        # other mount table, and the container's own mounts keep the propagation they were
+        # given.
         sys.umount2(".", MNT_DETACH)
         sys.chdir("/")
 
@@ -376,15 +381,19 @@ def plan_root(spec: Spec, rootfs: str, *, chroot: bool = False) -> list[Step]:
     if not os.path.isabs(rootfs):
         raise ValueError(f"rootfs must be an absolute path, not {rootfs!r}")
     root = rootfs.rstrip("/") or "/"
+    # Private, as docker's volumes are by default; a slave when a mount asks to receive the
+    # host's mounts (slave) or to share its own (shared): none of the container's mounts
+    # reach the host either way. Private mounts are also the cheaper ones to make and to
+    # detach (a slave's copies join its master's list).
+    propagating = any(option in PROPAGATION_OPTIONS and "private" not in option
+                      for mount in spec.mounts for option in mount.options)
     plan: list[Step] = [
-        # A slave: the host's mounts still reach the container (a volume's submounts), none
-        # of the container's reach the host.
-        Mount(None, "/", None, MS_REC | MS_SLAVE, None),
+        Mount(None, "/", None, MS_REC | (MS_SLAVE if propagating else MS_PRIVATE), None),
         Mount(root, root, None, MS_BIND | MS_REC, None),
     ]
     destinations = set()
     for mount in spec.mounts:
-        destinations.add(os.path.normpath(mount.destination))
+        destinations.add(mount.destination.rstrip("/") or "/")
         plan.append(CgroupMounts(mount) if mount.type == "cgroup" and not mount.is_bind
                     else MountInRoot(mount))
     plan += _devices(spec.linux.devices, "/dev" in destinations, spec.process.terminal)

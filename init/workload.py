@@ -242,8 +242,11 @@ def enter_workdir(cwd: str) -> None:
     """Make ``cwd`` (inside the container, after the root changed) the directory the workload
     starts in, creating it when missing, as docker does."""
     try:
-        os.makedirs(cwd, 0o755, exist_ok=True)
-        os.chdir(cwd)
+        try:
+            os.chdir(cwd)
+        except FileNotFoundError:
+            os.makedirs(cwd, 0o755, exist_ok=True)
+            os.chdir(cwd)
     except OSError as exc:
         raise WorkloadError(
             EXIT_SETUP_FAILED, "workdir.unusable",

@@ -38,13 +38,9 @@ class _String(_ctypes._SimpleCData):  # type: ignore[type-arg]
 
 
 class _Pointer(_ctypes._SimpleCData):  # type: ignore[type-arg]
-    """``void *``: a buffer from ``buffer()``, an array from ``strings()``, or bytes."""
+    """``void *``: bytes."""
 
     _type_ = "P"
-
-
-class _Char(_ctypes._SimpleCData):  # type: ignore[type-arg]
-    _type_ = "c"
 
 
 class _Process:
@@ -90,52 +86,14 @@ signalfd: Callable[[int, bytes, int], int] = _bind("signalfd", _Int, (_Int, _Poi
 syscall: Callable[..., int] = _bind("syscall", _Long, None)
 """syscall(number, ...), for the calls glibc does not wrap."""
 
-# posix_spawn and what it takes; each returns 0 or an errno value (not -1).
-posix_spawn: Callable[[object, bytes, object, object, object, object], int] = _bind(
-    "posix_spawn", _Int, (_Pointer, _String, _Pointer, _Pointer, _Pointer, _Pointer))
-posix_spawnattr_init: Callable[[object], int] = _bind("posix_spawnattr_init", _Int, (_Pointer,))
-posix_spawnattr_destroy: Callable[[object], int] = _bind(
-    "posix_spawnattr_destroy", _Int, (_Pointer,))
-posix_spawnattr_setflags: Callable[[object, int], int] = _bind(
-    "posix_spawnattr_setflags", _Int, (_Pointer, _Int))
-posix_spawnattr_setpgroup: Callable[[object, int], int] = _bind(
-    "posix_spawnattr_setpgroup", _Int, (_Pointer, _Int))
-posix_spawnattr_setsigdefault: Callable[[object, bytes], int] = _bind(
-    "posix_spawnattr_setsigdefault", _Int, (_Pointer, _Pointer))
-posix_spawnattr_setsigmask: Callable[[object, bytes], int] = _bind(
-    "posix_spawnattr_setsigmask", _Int, (_Pointer, _Pointer))
-posix_spawn_file_actions_init: Callable[[object], int] = _bind(
-    "posix_spawn_file_actions_init", _Int, (_Pointer,))
-posix_spawn_file_actions_destroy: Callable[[object], int] = _bind(
-    "posix_spawn_file_actions_destroy", _Int, (_Pointer,))
-posix_spawn_file_actions_addopen: Callable[[object, int, bytes, int, int], int] = _bind(
-    "posix_spawn_file_actions_addopen", _Int, (_Pointer, _Int, _String, _Int, _Int))
-posix_spawn_file_actions_adddup2: Callable[[object, int, int], int] = _bind(
-    "posix_spawn_file_actions_adddup2", _Int, (_Pointer, _Int, _Int))
-
 _WORD = _ctypes.sizeof(_ULong)
 _BYTE_ORDER = sys.byteorder
-
-
-def buffer(size: int) -> _ctypes.Array[_Char]:
-    """A zeroed, writable C buffer of ``size`` bytes, for the opaque structs above."""
-    return (_Char * size)()
-
-
-def int_cell() -> _ctypes.Array[_Int]:
-    """One C int to be written through a pointer (``int *``); read it as ``cell[0]``."""
-    return (_Int * 1)()
-
-
-def strings(items: list[bytes]) -> _ctypes.Array[_String]:
-    """A NULL-terminated ``char *[]`` (argv, envp); it keeps ``items`` alive."""
-    return (_String * (len(items) + 1))(*items, None)
 
 
 def sigset(signals: tuple[int, ...] | frozenset[int]) -> bytes:
     """The bytes of a ``sigset_t`` (1024 bits, in unsigned longs) holding ``signals``, built
     by hand: glibc's sigaddset() refuses the two signals it keeps for itself (32, 33), but
-    the sets posix_spawn and signalfd take may name them."""
+    the set signalfd takes may name them."""
     words = [0] * (1024 // (8 * _WORD))
     for signum in signals:
         words[(signum - 1) // (8 * _WORD)] |= 1 << ((signum - 1) % (8 * _WORD))

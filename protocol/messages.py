@@ -90,8 +90,9 @@ class Hello(Message):
 
 class Config(Message):
     """What init must build and run. ``spec`` is the container as a runtime-spec document
-    (``pyctr.spec.Spec.to_value``), already checked by the supervisor; ``rootfs`` is its root
-    as an absolute host path. ``chroot``: change root with chroot(2), not pivot_root(2).
+    (``pyctr.spec.Spec.to_value``), already checked by the supervisor, or empty when the init
+    is a fork of the supervisor and has the checked spec in memory; ``rootfs`` is its root as
+    an absolute host path. ``chroot``: change root with chroot(2), not pivot_root(2).
     ``signal_group``: relay signals to the workload's whole process group (else to its main
     process only). ``log_level``: the least severe of init's log events the supervisor will
     show; init does not send the others (each costs an encode and a send on the way to the

@@ -80,9 +80,11 @@ def build_spec(rootfs: str, command: list[str], *, hostname: str | None,
     process = Process(list(command), [f"{key}={value}" for key, value in environment.items()],
                       workdir, terminal=tty, user=account_user,
                       rlimits=[parse_ulimit(text) for text in ulimits])
-    return Spec(process, rootfs, root_readonly=read_only, hostname=hostname,
+    spec = Spec(process, rootfs, root_readonly=read_only, hostname=hostname,
                 mounts=_with_overrides(default_mounts(), extra), linux=default_linux(),
                 oci_version=OCI_VERSION)
+    spec.check()
+    return spec
 
 
 def _with_overrides(defaults: list[Mount], extra: list[Mount]) -> list[Mount]:

@@ -49,6 +49,16 @@ _UINT64_MAX = (1 << 64) - 1
 _ID_MAX = (1 << 32) - 2  # (uid_t)-1 means "unchanged" to the kernel
 
 
+# Kernel settings a container may change (they belong to one of its namespaces), as runc
+# allows them: by prefix, with the namespace they need.
+SYSCTL_NAMESPACES = (
+    ("kernel.msgmax", "ipc"), ("kernel.msgmnb", "ipc"), ("kernel.msgmni", "ipc"),
+    ("kernel.sem", "ipc"), ("kernel.shmall", "ipc"), ("kernel.shmmax", "ipc"),
+    ("kernel.shmmni", "ipc"), ("kernel.shm_rmid_forced", "ipc"), ("fs.mqueue.", "ipc"),
+    ("net.", "network"), ("kernel.hostname", "uts"), ("kernel.domainname", "uts"),
+)
+
+
 class SpecError(Exception):
     """The document is not a container pyctr can run; ``str()`` is the one line to show."""
 
@@ -320,6 +330,10 @@ class Spec:
         self.linux = linux or Linux([])
         self.annotations = dict(annotations or {})
 
+    def check(self) -> None:
+        """Check the rules between fields (``from_value`` does). Raises SpecError."""
+        _check(self)
+
     def pending_fields(self) -> list[str]:
         """The fields present that pyctr accepts but does not apply yet (PENDING_FIELDS)."""
         present = {
@@ -384,7 +398,7 @@ class Spec:
                    domainname=domainname, mounts=mounts, linux=linux,
                    annotations=annotations,  # type: ignore[arg-type] # checked above
                    oci_version=version)
-        _check(spec)
+        spec.check()
         return spec
 
 
@@ -505,6 +519,20 @@ def _linux(fields: _Fields) -> Linux:
     return linux
 
 
+def _check_sysctls(spec: Spec) -> None:
+    """Refuse a sysctl that is not the container's own: writing it would change the host."""
+    for key in spec.linux.sysctl:
+        kind = next((kind for prefix, kind in SYSCTL_NAMESPACES
+                     if key == prefix or (prefix.endswith(".") and key.startswith(prefix))),
+                    None)
+        if kind is None:
+            raise SpecError(f"linux.sysctl: {key} is not namespaced, so setting it would "
+                            f"change the host; pyctr refuses it")
+        namespace = spec.linux.namespace(kind)
+        if namespace is None or namespace.path is not None:
+            raise SpecError(f"linux.sysctl: {key} needs a new {kind} namespace")
+
+
 def _check(spec: Spec) -> None:
     """The rules between fields, and what pyctr's architecture needs."""
     linux = spec.linux
@@ -523,6 +551,7 @@ def _check(spec: Spec) -> None:
         if linux.namespace(kind) is not None:
             raise SpecError(f"linux.namespaces: pyctr does not support {kind} namespaces yet; "
                             f"remove it")
+    _check_sysctls(spec)
     uts = linux.namespace("uts")
     for name in ("hostname", "domainname"):
         if getattr(spec, name) is not None and (uts is None or uts.path is not None):

@@ -25,6 +25,8 @@ if TYPE_CHECKING:
     from pyctr.protocol.codec import Value
     from pyctr.spec.model import Spec
 
+_SUPERVISION_OPTIONS = frozenset(("name", "chroot", "stop_signal", "stop_timeout",
+                                  "capture_output", "signal_group", "interactive"))
 NAMESPACE_FILES = {"pid": "pid", "mount": "mnt", "uts": "uts", "ipc": "ipc", "network": "net",
                    "cgroup": "cgroup"}
 
@@ -102,6 +104,11 @@ class ContainerConfig:
         ``Spec``); ``root.path`` and relative bind sources are relative to ``bundle`` (default:
         the working directory). ``options`` are the supervision keywords of the constructor."""
         document = spec if isinstance(spec, dict) else spec.to_value()
+        describing = sorted(set(options) - _SUPERVISION_OPTIONS)
+        if describing:
+            raise TypeError(f"from_spec takes the container from the spec; "
+                            f"{', '.join(describing)} is not a supervision option (write it "
+                            f"into the spec instead)")
         config = cls("", ["-"], **options)  # type: ignore[arg-type]
         config._docker = None
         config._given_spec = document
@@ -151,9 +158,15 @@ class ContainerConfig:
             if self._docker is None:
                 spec = Spec.from_value(self._given_spec)
                 spec.root_path = os.path.join(self.bundle or ".", spec.root_path)
-                for mount in spec.mounts:
-                    if mount.is_bind and mount.source and not mount.source.startswith("/"):
+                for index, mount in enumerate(spec.mounts):
+                    if not (mount.is_bind and mount.source):
+                        continue
+                    if not mount.source.startswith("/"):
                         mount.source = os.path.join(self.bundle or ".", mount.source)
+                    if not os.path.exists(mount.source):
+                        raise SpecError(f"mounts[{index}]: the source {mount.source} of the "
+                                        f"bind on {mount.destination} does not exist; create it "
+                                        f"or fix the path")
                 return spec
             options = dict(self._docker)
             command = options.pop("command")
@@ -203,16 +216,20 @@ class ContainerConfig:
         return signal.SIGTERM if self.stop_signal is None else self.stop_signal
 
     def to_message(self, rootfs: str, rows: int = 0, columns: int = 0,
-                   log_level: str = "debug") -> Config:
+                   log_level: str = "debug", *, inherited: bool = False) -> Config:
+        """The init's config message; ``inherited``: the init is a fork that has the spec
+        already, so the message leaves it out (an empty object)."""
         from pyctr.protocol import Config
 
         assert self.spec is not None, "check() builds the spec"
-        spec = self.spec.to_value()
-        if self.spec.process.terminal and rows > 0 and columns > 0 and \
-                self.spec.process.console_size is None:
-            process = spec["process"]
-            assert isinstance(process, dict)
-            process["consoleSize"] = {"height": rows, "width": columns}
+        spec: dict[str, Value] = {}
+        if not inherited:
+            spec = self.spec.to_value()
+            if self.spec.process.terminal and rows > 0 and columns > 0 and \
+                    self.spec.process.console_size is None:
+                process = spec["process"]
+                assert isinstance(process, dict)
+                process["consoleSize"] = {"height": rows, "width": columns}
         return Config(container=self.name, rootfs=rootfs, spec=spec, chroot=self.chroot,
                       signal_group=self.signal_group, log_level=log_level)
 

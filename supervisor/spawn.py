@@ -45,6 +45,8 @@ from .errors import PyctrError
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
+    from pyctr.spec.model import Spec
+
     from .config import ContainerConfig
 
 _SO_SNDBUFFORCE = 32
@@ -71,12 +73,14 @@ class InitProcess:
         self.started = time.monotonic()
 
     def send_config(self, config: ContainerConfig, rootfs: str, *,
-                    window: tuple[int, int] = (0, 0), log_level: str = "debug") -> None:
+                    window: tuple[int, int] = (0, 0), log_level: str = "debug",
+                    inherited: bool = False) -> None:
         """Send the init what to build (``rootfs`` as ``config.check()`` returned it):
         ``window`` is the (rows, columns) a terminal starts with; ``log_level``, the least
-        severe init event that will be shown (init sends no others)."""
+        severe init event that will be shown (init sends no others). ``inherited``: the init
+        is a fork that has the spec already (``start_init``), so the message leaves it out."""
         try:
-            data = encode(config.to_message(rootfs, *window, log_level))
+            data = encode(config.to_message(rootfs, *window, log_level, inherited=inherited))
         except ProtocolError as exc:
             raise PyctrError(f"the container's description is too large to send to init: "
                              f"{exc}", error="config.too_large") from None
@@ -106,9 +110,13 @@ def spawn_init(config: ContainerConfig, rootfs: str, *, fork: bool,
                stdin: bool = False, log_level: str = "debug", started: int = -1) -> InitProcess:
     """Start the init for the checked ``config`` and send it (see ``start_init`` and
     ``InitProcess.send_config``)."""
+    spec = config.spec
+    if spec is not None and spec.process.terminal and spec.process.console_size is None \
+            and window[0] > 0 and window[1] > 0:
+        spec.process.console_size = window
     init = start_init(config, fork=fork, collect=collect, stdin=stdin, started=started)
     try:
-        init.send_config(config, rootfs, window=window, log_level=log_level)
+        init.send_config(config, rootfs, window=window, log_level=log_level, inherited=fork)
     except BaseException:
         init.abort()
         raise
@@ -146,7 +154,8 @@ def start_init(config: ContainerConfig, *, fork: bool, collect: tuple[str, ...] 
         if config.capture_output or stream in collect:
             readers[stream], stdio[target] = _output_pipe()
     try:
-        pid = _start_in_new_pid_namespace(ours, theirs, stdio, fork=fork, started=started)
+        pid = _start_in_new_pid_namespace(ours, theirs, stdio, fork=fork, started=started,
+                                          spec=config.spec)
     except BaseException:
         ours.close()
         for fd in [*readers.values(), *([] if feeder is None else [feeder])]:
@@ -171,7 +180,8 @@ def _output_pipe() -> tuple[int, int]:
 
 
 def _start_in_new_pid_namespace(ours: socket.socket, theirs: socket.socket,
-                                stdio: dict[int, int], *, fork: bool, started: int) -> int:
+                                stdio: dict[int, int], *, fork: bool, started: int,
+                                spec: Spec | None) -> int:
     """Start the init as PID 1 of a new PID namespace, with ``stdio`` (target fd -> source)
     replacing the standard streams it would otherwise share with us."""
     own_namespace = os.open("/proc/self/ns/pid", os.O_RDONLY | os.O_CLOEXEC)
@@ -193,7 +203,7 @@ def _start_in_new_pid_namespace(ours: socket.socket, theirs: socket.socket,
                     # container's spec meanwhile, on the other CPU.
                     from pyctr.init import run
 
-                    run(theirs, started)
+                    run(theirs, started, spec)
                 return pid
             os.set_inheritable(theirs.fileno(), True)
             argv = [sys.executable, "-m", "pyctr.init", str(theirs.fileno())]

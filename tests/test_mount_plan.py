@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 from fakes import RecordingSyscalls
 
-from pyctr.init.main import NAMESPACES, build_container, check_sysctls, explain
+from pyctr.init.main import NAMESPACES, build_container, explain
 from pyctr.init.rootfs import (
     Chroot,
     MountInRoot,
@@ -27,6 +27,7 @@ from pyctr.linux.syscalls import (
     MS_NODEV,
     MS_NOEXEC,
     MS_NOSUID,
+    MS_PRIVATE,
     MS_RDONLY,
     MS_REC,
     MS_REMOUNT,
@@ -54,9 +55,15 @@ def mounts(calls: list[tuple[object, ...]]) -> list[tuple[object, ...]]:
     return [call for call in calls if call[0] == "mount"]
 
 
-def test_propagation_is_made_slave_before_anything_is_mounted() -> None:
+def test_propagation_is_made_private_before_anything_is_mounted() -> None:
     sys, _ = run_plan(default_spec())
-    assert sys.calls[0] == ("mount", None, "/", None, MS_REC | MS_SLAVE, None)
+    assert sys.calls[0] == ("mount", None, "/", None, MS_REC | MS_PRIVATE, None)
+
+
+def test_a_mount_asking_for_propagation_makes_the_root_a_slave_instead(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    for option in ("rslave", "shared"):
+        sys, _ = run_plan(default_spec(volumes=[f"{tmp_path}:/data:{option}"]))
+        assert sys.calls[0] == ("mount", None, "/", None, MS_REC | MS_SLAVE, None)
 
 
 def test_rootfs_is_bind_mounted_onto_itself_before_the_pivot() -> None:
@@ -195,11 +202,11 @@ def test_sysctls_outside_the_containers_namespaces_are_refused() -> None:
     spec = default_spec()
     spec.linux.sysctl = {"kernel.core_pattern": "|/x"}
     with pytest.raises(SpecError, match="not namespaced"):
-        check_sysctls(spec)
+        spec.check()
     spec.linux.sysctl = {"net.ipv4.ip_forward": "1"}
     spec.linux.namespaces = [ns for ns in spec.linux.namespaces if ns.type != "network"]
     with pytest.raises(SpecError, match="new network namespace"):
-        check_sysctls(spec)
+        spec.check()
 
 
 def test_plan_is_data() -> None:

@@ -446,13 +446,31 @@ def test_group_line_with_a_non_ascii_digit_is_skipped(fake_root: Path) -> None:
 # --- ContainerConfig: from a spec or a bundle, and what init gets ----------------------------
 
 def test_from_spec_paths_are_relative_to_the_bundle(tmp_path: Path) -> None:
+    (tmp_path / "b" / "data").mkdir(parents=True)
+    (tmp_path / "srv").mkdir()
     mounts = [{"destination": "/data", "type": "bind", "source": "data", "options": ["rbind"]},
-              {"destination": "/abs", "source": "/srv", "options": ["bind"]},
+              {"destination": "/abs", "source": str(tmp_path / "srv"), "options": ["bind"]},
               {"destination": "/t", "type": "tmpfs", "source": "tmpfs"}]
     config = ContainerConfig.from_spec(runc_document(mounts=mounts), bundle=str(tmp_path / "b"))
     spec = config.build_spec()
     assert spec.root_path == str(tmp_path / "b" / "rootfs")
-    assert [m.source for m in spec.mounts] == [str(tmp_path / "b" / "data"), "/srv", "tmpfs"]
+    assert [m.source for m in spec.mounts] == [str(tmp_path / "b" / "data"),
+                                               str(tmp_path / "srv"), "tmpfs"]
+
+
+def test_a_bundle_bind_whose_source_is_missing_is_refused_before_anything_runs(
+        tmp_path: Path) -> None:
+    mounts = [{"destination": "/x", "type": "bind", "source": "nothere", "options": ["rbind"]}]
+    config = ContainerConfig.from_spec(runc_document(mounts=mounts), bundle=str(tmp_path))
+    with pytest.raises(PyctrError, match=r"mounts\[0\]: the source .*nothere of the bind on /x "
+                                         r"does not exist"):
+        config.build_spec()
+
+
+def test_from_spec_refuses_options_that_describe_the_container() -> None:
+    with pytest.raises(TypeError, match="hostname, user is not a supervision option"):
+        ContainerConfig.from_spec(runc_document(), hostname="h", user="nobody")
+    assert ContainerConfig.from_spec(runc_document(), name="n", stop_timeout=1).name == "n"
     absolute = runc_document(**{"root.path": "/srv/root"})
     assert ContainerConfig.from_spec(absolute, bundle="b").build_spec().root_path == "/srv/root"
 

@@ -1037,3 +1037,19 @@ def test_passwd_symlink_within_the_rootfs_is_followed_there(rootfs: Path,
     run = run_cli("-u", "pyctrsomeuser", str(root), "/bin/sh", "-c",
                   'id -u; id -g; echo "$HOME"')
     assert ok(run) == "4242\n4243\n/home/someuser\n"
+
+
+def test_a_cgroup_namespace_still_shows_every_hierarchy_of_the_container(
+        rootfs: Path, tmp_path: Path) -> None:
+    # The host's cgroup files are read before the init makes the namespace: inside it, the
+    # hierarchies no longer say where they are mounted (memory went missing that way).
+    host = {line.split(":")[1] for line in Path("/proc/self/cgroup").read_text().splitlines()
+            if line.split(":")[1]}
+    document = spec_document(rootfs, "/bin/sh", "-c",
+                             "ls /sys/fs/cgroup; echo --; cat /proc/self/cgroup")
+    document["linux"]["namespaces"].append({"type": "cgroup"})
+    listing, cgroups = ok(run_bundle(tmp_path / "bundle", document)).split("--\n")
+    shown = set(listing.split())
+    for controllers in host:
+        assert controllers.removeprefix("name=") in shown, (controllers, shown)
+    assert {line.split(":", 2)[2] for line in cgroups.splitlines()} == {"/"}
