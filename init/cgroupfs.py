@@ -104,7 +104,10 @@ def plan_cgroup_mounts(proc_self_cgroup: str, mountinfo: str) -> list[CgroupMoun
     """What to mount, in order: tmpfs first, then binds in /proc/self/cgroup order, then
     symlinks. Hierarchies that are not mounted on the host (or not visible there) are
     skipped."""
-    mounts = _host_mounts(mountinfo)
+    return _plan(proc_self_cgroup, _host_mounts(mountinfo))
+
+
+def _plan(proc_self_cgroup: str, mounts: list[HostMount]) -> list[CgroupMount]:
     hierarchies: list[tuple[str, str]] = []
     for line in proc_self_cgroup.splitlines():
         fields = line.split(":", 2)
@@ -147,11 +150,20 @@ def plan_cgroup_tree(proc_self_cgroup: str,
     else is mounted below it, one recursive bind of that directory shows every hierarchy's
     root, and only the hierarchies where the process is not at the root need a bind of its
     own cgroup on top. Returns (that directory, those binds), or None."""
-    plan = plan_cgroup_mounts(proc_self_cgroup, mountinfo)
+    return _tree(_host_mounts(mountinfo), _plan(proc_self_cgroup, _host_mounts(mountinfo)),
+                 mountinfo)
+
+
+def _tree(mounts: list[HostMount], plan: list[CgroupMount],
+          mountinfo: str) -> tuple[str, list[CgroupMount]] | None:
     binds = [step for step in plan if step.kind == "bind"]
     if not binds or plan[0].kind != "tmpfs":
         return None
-    parents = {point.rpartition("/")[0] for point, _ in _hierarchy_points(binds, mountinfo)}
+    hosted = [mount[1] for mount in mounts]
+    parents = set()
+    for step in binds:
+        point = next((p for p in hosted if p.rpartition("/")[2] == step.target), "")
+        parents.add(point.rpartition("/")[0])
     if len(parents) != 1 or "" in parents:
         return None
     parent = parents.pop()
@@ -161,14 +173,6 @@ def plan_cgroup_tree(proc_self_cgroup: str,
                                    for point in points):
         return None
     return parent, [step for step in binds if step.source != f"{parent}/{step.target}"]
-
-
-def _hierarchy_points(binds: list[CgroupMount], mountinfo: str) -> list[tuple[str, str]]:
-    """(host mount point, bind target) of each bind; a bind whose mount is not found makes
-    the mount point "" (and so the tree unusable)."""
-    points = [mount[1] for mount in _host_mounts(mountinfo)]
-    return [(next((p for p in points if p.rpartition("/")[2] == step.target), ""),
-             step.target) for step in binds]
 
 
 def _read_host_files() -> tuple[str, str]:
@@ -191,6 +195,10 @@ def read_host_cgroup_mounts() -> list[CgroupMount]:
     return plan_cgroup_mounts(*_read_host_files())
 
 
-def read_host_cgroup_tree() -> tuple[str, list[CgroupMount]] | None:
-    """``plan_cgroup_tree`` for this process, now."""
-    return plan_cgroup_tree(*_read_host_files())
+def read_host_cgroups() -> tuple[tuple[str, list[CgroupMount]] | None, list[CgroupMount]]:
+    """``plan_cgroup_tree`` and ``plan_cgroup_mounts`` for this process, now, from one read
+    of the files."""
+    proc_self_cgroup, mountinfo = _read_host_files()
+    mounts = _host_mounts(mountinfo)
+    plan = _plan(proc_self_cgroup, mounts)
+    return _tree(mounts, plan, mountinfo), plan

@@ -17,7 +17,6 @@ import errno as errno_codes
 import gc
 import os
 
-from pyctr.linux import rootpath  # noqa: F401 - LinuxSyscalls.resolve uses it, before the pivot
 from pyctr.linux.cmodules import signal
 from pyctr.linux.syscalls import (
     CLONE_NEWCGROUP,

@@ -223,8 +223,9 @@ class CgroupMounts(_InRoot):
         self.flags, _, _ = parse_options(mount.options)
         # Read now, before the init makes a cgroup namespace of its own (plan_root comes
         # first): inside one, the host's hierarchies no longer show where they are mounted.
-        self.tree = cgroupfs.read_host_cgroup_tree()
-        self.plan = cgroupfs.read_host_cgroup_mounts() if self.tree is None else self.tree[1]
+        self.tree, self.plan = cgroupfs.read_host_cgroups()
+        if self.tree is not None:
+            self.plan = self.tree[1]
 
     def apply(self, sys: Syscalls, root: str) -> None:
         tree, plan = self.tree, self.plan

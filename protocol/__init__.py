@@ -1,8 +1,8 @@
 """The messages between the pyctr supervisor and the container's init: pure encode/decode,
 no I/O. Both the trio supervisor and the synchronous init speak it."""
 
-from .codec import MAX_MESSAGE_SIZE
-from .errors import (
+from .codec import (
+    MAX_MESSAGE_SIZE,
     MalformedMessage,
     OversizedMessage,
     ProtocolError,

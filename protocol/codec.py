@@ -26,13 +26,38 @@ from __future__ import annotations
 
 import struct
 
-from .errors import MalformedMessage, OversizedMessage, TruncatedMessage
-
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from typing import TypeAlias
 
     Value: TypeAlias = "bool | int | str | list[Value] | dict[str, Value] | None"
+
+# The errors decoding raises; it never raises anything else.
+
+
+class ProtocolError(Exception):
+    """Base class: the peer sent bytes that are not a valid message."""
+
+
+class TruncatedMessage(ProtocolError):
+    """The frame is shorter than its header, or than the length its header declares."""
+
+
+class OversizedMessage(ProtocolError):
+    """The frame declares (or has) more bytes than MAX_MESSAGE_SIZE."""
+
+
+class MalformedMessage(ProtocolError):
+    """The bytes are framed correctly but do not decode to a well-formed message."""
+
+
+class UnknownMessage(ProtocolError):
+    """The message names a type this side does not know."""
+
+
+class VersionMismatch(ProtocolError):
+    """The peer speaks another protocol version."""
+
 
 MAX_MESSAGE_SIZE = 1 << 20
 """Largest payload either side accepts (bytes, excluding the 4-byte header)."""

@@ -22,8 +22,7 @@ from __future__ import annotations
 
 import time
 
-from .codec import decode_value, encode_value, frame, unframe
-from .errors import MalformedMessage, UnknownMessage
+from .codec import MalformedMessage, UnknownMessage, decode_value, encode_value, frame, unframe
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:

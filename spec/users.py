@@ -2,8 +2,8 @@
 ``/etc/group`` define them, never the host's.
 
 The files are read from the host before the container exists, so they are hostile input: each
-is opened with every symlink resolved inside the rootfs (``linux.rootpath``), must be a regular
-file (a FIFO would block us), and is read up to a bound.
+is opened with every symlink resolved inside the rootfs (``resolve_in_root``), must be a
+regular file (a FIFO would block us), and is read up to a bound.
 """
 
 from __future__ import annotations
@@ -11,8 +11,7 @@ from __future__ import annotations
 import os
 import stat
 
-from pyctr.linux.rootpath import fd_path, open_root, resolve_in_root
-from pyctr.linux.syscalls import SyscallError
+from pyctr.linux.syscalls import SyscallError, fd_path, open_root, resolve_in_root
 
 from .model import SpecError, User
 

@@ -28,7 +28,6 @@ from pyctr.linux.cmodules import signal  # noqa: E402
 
 from .config import ContainerConfig  # noqa: E402
 from .errors import EXIT_PYCTR_FAILED, PyctrError  # noqa: E402
-from .logfile import LogFile, LogSink  # noqa: E402
 from .options import PROG, CommandLine, help_text, parse  # noqa: E402
 from .signals import CLI_FORWARDED_SIGNALS  # noqa: E402
 from .spawn import spawn_init  # noqa: E402
@@ -37,6 +36,7 @@ TYPE_CHECKING = False
 if TYPE_CHECKING:
     from typing import NoReturn
 
+    from .logfile import LogSink
     from .result import ContainerResult
     from .spawn import InitProcess
     from .terminal import HostTerminal
@@ -76,7 +76,9 @@ def run_cli(argv: list[str]) -> int:
         if line.print_spec:
             return _show(_spec_document(config))
         rootfs = config.check()
-        log_sink = _open_log_sink(line)
+        # A log file is opened now, so that a bad path fails before anything runs; stderr
+        # needs no check, and its sink is made once the workload runs.
+        log_sink = _open_log_sink(line) if line.log_file is not None else None
     except PyctrError as exc:
         return _fail(exc)
 
@@ -102,7 +104,7 @@ def run_cli(argv: list[str]) -> int:
         finally:
             os.close(init_started)
         _wait_until_started(started)
-        result = _supervise(init, config, line, log_sink, terminal)
+        result = _supervise(init, config, line, log_sink or _open_log_sink(line), terminal)
     finally:
         if terminal is not None:
             terminal.close()
@@ -193,6 +195,8 @@ def _spec_document(config: ContainerConfig) -> str:
 
 
 def _open_log_sink(line: CommandLine) -> LogSink:
+    from .logfile import LogFile, LogSink
+
     if line.log_file is None:
         return LogSink(2)
     return LogFile(line.log_file, max_size=line.log_max_size, max_files=line.log_max_files or 1)

@@ -14,7 +14,6 @@ from pyctr.protocol import LOG_LEVELS as ALL_LEVELS
 from pyctr.spec.docker import DEFAULT_STOP_TIMEOUT
 
 from .errors import UsageError
-from .logfile import parse_size
 from .signals import parse_signal
 
 PROG = "pyctr-supervise"
@@ -237,6 +236,8 @@ def _set(line: CommandLine, option: Option, value: str) -> None:
             raise UsageError(f"--signal-target must be group or main, got {value!r}")
         line.signal_target = value
     elif option.dest == "log_max_size":
+        from .logfile import parse_size  # only for this option: not on the way to the exec
+
         line.log_max_size = parse_size(value)
     elif option.dest == "log_max_files":
         if not (value.isascii() and value.isdigit()) or int(value) < 1:

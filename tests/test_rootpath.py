@@ -16,8 +16,7 @@ import pytest
 from conftest import requires_root
 
 from pyctr.linux import syscalls
-from pyctr.linux.rootpath import fd_path, open_root, resolve_in_root
-from pyctr.linux.syscalls import SyscallError
+from pyctr.linux.syscalls import SyscallError, fd_path, open_root, resolve_in_root
 
 pytestmark = requires_root
 

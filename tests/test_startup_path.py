@@ -22,7 +22,7 @@ KEPT_OUT = ("trio", "structlog", "orjson", "enum", "re", "selectors", "argparse"
 def test_nothing_heavy_before_the_fork(entry: str) -> None:
     # An editable install's import hook brings re and enum along when the first pyctr module
     # is found: what was loaded by then is not ours, so the probe starts after it.
-    probe = ("import sys; import pyctr.protocol.errors; before = set(sys.modules); "
+    probe = ("import sys; import pyctr.protocol.codec; before = set(sys.modules); "
              f"import {entry}; "
              f"print(' '.join(sorted(set({KEPT_OUT!r}) & (set(sys.modules) - before))))")
     loaded = subprocess.run([sys.executable, "-I", "-c", probe], capture_output=True,
@@ -31,7 +31,7 @@ def test_nothing_heavy_before_the_fork(entry: str) -> None:
 
 
 def test_the_package_loads_its_names_on_first_use() -> None:
-    probe = ("import sys; import pyctr.protocol.errors; before = set(sys.modules); "
+    probe = ("import sys; import pyctr.protocol.codec; before = set(sys.modules); "
              "import pyctr.supervisor; "
              "print(' '.join(sorted(set(sys.modules) - before))); "
              "from pyctr.supervisor import ContainerConfig, ContainerResult, PyctrError; "
