@@ -106,6 +106,7 @@ def _run(channel: Channel, started: int, inherited: Spec | None) -> int:
         low = keep + 1
     os.closerange(low, 1 << 20)
     signal.pthread_sigmask(signal.SIG_BLOCK, WAITED_SIGNALS)
+    workload.reset_ignored_signals()
     os.setsid()  # no controlling terminal: the host's Ctrl-C reaches us only via the supervisor
 
     config = _handshake(channel)

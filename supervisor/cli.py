@@ -167,7 +167,7 @@ def _config_from(line: CommandLine) -> ContainerConfig:
         return ContainerConfig.from_bundle(line.bundle, **supervision)
     env: dict[str, str] = {}
     if line.env_files:
-        from pyctr.spec.docker import read_env_file
+        from pyctr.spec.flags import read_env_file
         from pyctr.spec.model import SpecError
 
         try:

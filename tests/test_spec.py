@@ -20,10 +20,10 @@ from helpers import Run, run_cli
 
 from pyctr.linux.syscalls import RLIMITS
 from pyctr.protocol import Config, decode, encode
-from pyctr.spec import docker
-from pyctr.spec.docker import (
+from pyctr.spec import flags
+from pyctr.spec.docker import build_spec
+from pyctr.spec.flags import (
     RLIM_INFINITY,
-    build_spec,
     parse_mount,
     parse_tmpfs,
     parse_ulimit,
@@ -181,7 +181,7 @@ def test_document_is_refused_naming_the_field(changes: dict[str, object], messag
 def volumes_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     directory = tmp_path / "volumes"
     directory.mkdir()
-    monkeypatch.setattr(docker, "VOLUMES_DIR", str(directory))  # read at import
+    monkeypatch.setattr(flags, "VOLUMES_DIR", str(directory))  # read at import
     return directory
 
 
