@@ -38,8 +38,10 @@ from pyctr.protocol import (
     Ready,
     SetupFailed,
     Terminal,
+    VersionMismatch,
     WorkloadExited,
     WorkloadStarted,
+    check_hello,
 )
 from pyctr.spec.model import Spec, SpecError
 
@@ -171,10 +173,10 @@ def _handshake(channel: Channel) -> Config | SetupFailed:
         if not isinstance(hello, Hello):
             return SetupFailed(EXIT_SETUP_FAILED, "protocol.unexpected",
                                f"init expected a hello message, got {hello!r}")
-        if hello.version != PROTOCOL_VERSION:
-            return SetupFailed(EXIT_SETUP_FAILED, "protocol.version",
-                               f"supervisor speaks protocol {hello.version}, init speaks "
-                               f"{PROTOCOL_VERSION}; install matching pyctr versions")
+        try:
+            check_hello(hello, "supervisor")
+        except VersionMismatch as exc:
+            return SetupFailed(EXIT_SETUP_FAILED, "protocol.version", str(exc))
         channel.send(Hello(PROTOCOL_VERSION))
         config = channel.receive()
     except ProtocolError as exc:

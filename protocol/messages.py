@@ -22,7 +22,15 @@ from __future__ import annotations
 
 import time
 
-from .codec import MalformedMessage, UnknownMessage, decode_value, encode_value, frame, unframe
+from .codec import (
+    MalformedMessage,
+    UnknownMessage,
+    VersionMismatch,
+    decode_value,
+    encode_value,
+    frame,
+    unframe,
+)
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -85,6 +93,14 @@ class Hello(Message):
 
     def __init__(self, version: int = PROTOCOL_VERSION) -> None:
         self.version = version
+
+
+def check_hello(hello: Hello, peer: str) -> None:
+    """The handshake, for either side: raise VersionMismatch when ``peer`` ("init" or
+    "supervisor") speaks another version of the protocol than this side."""
+    if hello.version != PROTOCOL_VERSION:
+        raise VersionMismatch(f"{peer} speaks protocol {hello.version}, this side "
+                              f"{PROTOCOL_VERSION}; install matching pyctr versions")
 
 
 class Config(Message):

@@ -14,7 +14,6 @@ from __future__ import annotations
 import os
 import signal
 import socket
-import struct
 import time
 
 import structlog
@@ -22,7 +21,6 @@ import trio
 
 from pyctr.protocol import (
     LOG_LEVELS,
-    PROTOCOL_VERSION,
     Hello,
     Log,
     ProtocolError,
@@ -31,10 +29,12 @@ from pyctr.protocol import (
     Terminal,
     WorkloadExited,
     WorkloadStarted,
+    check_hello,
     decode,
 )
-from pyctr.protocol.codec import HEADER_SIZE, frame_size
 
+from . import channel
+from .channel import Ancillary
 from .errors import EXIT_PYCTR_FAILED
 from .output import as_text, collect, feed, pump
 from .relay import copy_from_terminal, copy_to_terminal
@@ -56,33 +56,6 @@ if TYPE_CHECKING:
 
     from .config import ContainerConfig
     from .spawn import InitProcess
-
-_CREDENTIALS = struct.Struct("iII")  # struct ucred: pid, uid, gid
-_ANCILLARY_SPACE = socket.CMSG_SPACE(_CREDENTIALS.size) + socket.CMSG_SPACE(4 * 4)
-
-
-class _Ancillary:
-    """What came with a message: the sender's pid (SO_PASSCRED) and descriptors."""
-
-    __slots__ = ("fds", "pid")
-
-    def __init__(self, raw: list[tuple[int, int, bytes]]) -> None:
-        self.pid: int | None = None
-        self.fds: list[int] = []
-        for level, kind, data in raw:
-            if level != socket.SOL_SOCKET:
-                continue
-            if kind == socket.SCM_CREDENTIALS:
-                self.pid = int(_CREDENTIALS.unpack_from(data)[0])
-            elif kind == socket.SCM_RIGHTS:
-                usable = len(data) - len(data) % 4
-                self.fds += list(struct.unpack(f"{usable // 4}i", data[:usable]))
-
-    def close(self) -> None:
-        for fd in self.fds:
-            os.close(fd)
-        self.fds = []
-
 
 class Container:
     """A running container, as ``await nursery.start(run, config)`` returns it (the way
@@ -263,31 +236,18 @@ class _Supervision:
 
     async def read_messages(self) -> None:
         sock = trio.socket.from_stdlib_socket(self.init.sock)
-        while True:
-            # Peeked first, to receive each message into a buffer of its own size.
-            head = await sock.recv(HEADER_SIZE, socket.MSG_PEEK)
-            if not head:
-                return
-            data, raw, _, _ = await sock.recvmsg(frame_size(head), _ANCILLARY_SPACE)
-            if not data or not self.receive(data, _Ancillary(raw)):
+        while (frame := await channel.receive(sock)) is not None:
+            if not self.receive(*frame):
                 return
 
     def drain_messages(self) -> None:
         """Handle what the init has sent so far without waiting (at start, and after a
         cancelled ``read_messages``)."""
-        while True:
-            try:
-                head = self.init.sock.recv(HEADER_SIZE, socket.MSG_PEEK | socket.MSG_DONTWAIT)
-                if not head:
-                    return
-                data, raw, _, _ = self.init.sock.recvmsg(
-                    frame_size(head), _ANCILLARY_SPACE, socket.MSG_DONTWAIT)
-            except BlockingIOError:
-                return
-            if not data or not self.receive(data, _Ancillary(raw)):
+        while (frame := channel.receive_now(self.init.sock)) is not None:
+            if not self.receive(*frame):
                 return
 
-    def receive(self, data: bytes, ancillary: _Ancillary) -> bool:
+    def receive(self, data: bytes, ancillary: Ancillary) -> bool:
         """Handle one message; False when the conversation cannot go on."""
         try:
             self.handle(decode(data), ancillary)
@@ -299,14 +259,12 @@ class _Supervision:
             ancillary.close()  # whatever descriptor was not taken is not ours to keep
         return True
 
-    def handle(self, message: object, ancillary: _Ancillary) -> None:
+    def handle(self, message: object, ancillary: Ancillary) -> None:
         if not self.greeted:
             if not isinstance(message, Hello | SetupFailed):
                 raise ProtocolError(f"expected hello from init, got {message!r}")
             if isinstance(message, Hello):
-                if message.version != PROTOCOL_VERSION:
-                    raise ProtocolError(f"init speaks protocol {message.version}, "
-                                        f"supervisor {PROTOCOL_VERSION}")
+                check_hello(message, "init")  # a VersionMismatch is a ProtocolError
                 self.greeted = True
                 return
         if isinstance(message, Log):

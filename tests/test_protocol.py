@@ -24,8 +24,10 @@ from pyctr.protocol import (
     Terminal,
     TruncatedMessage,
     UnknownMessage,
+    VersionMismatch,
     WorkloadExited,
     WorkloadStarted,
+    check_hello,
     decode,
     encode,
 )
@@ -185,3 +187,11 @@ def test_registry_names_every_message() -> None:
     assert set(MESSAGE_TYPES) == {"hello", "config", "log", "ready", "terminal",
                                   "workload_started", "workload_exited", "setup_failed"}
     assert Hello().version == PROTOCOL_VERSION
+
+
+def test_the_handshake_refuses_another_version_for_either_side() -> None:
+    check_hello(Hello(), "init")
+    with pytest.raises(VersionMismatch, match=f"init speaks protocol 2, this side "
+                                              f"{PROTOCOL_VERSION}; install matching"):
+        check_hello(Hello(2), "init")
+    assert issubclass(VersionMismatch, ProtocolError)  # the supervisor ends the container
