@@ -74,6 +74,10 @@ def run_cli(argv: list[str]) -> int:
     try:
         config = _config_from(line)
         if line.print_spec:
+            if line.hostname is None and line.name is None:
+                # Not a random container id frozen into a file that may run many times.
+                line.hostname = line.name = "pyctr"
+                config = _config_from(line)
             return _show(_spec_document(config))
         rootfs = config.check()
         # A log file is opened now, so that a bad path fails before anything runs; stderr
