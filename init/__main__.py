@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 import sys
 
-from pyctr.linux.cmodules import socket
+from pyctr.linux import socket
 
 from .main import run
 

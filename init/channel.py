@@ -7,7 +7,7 @@ import os
 import select
 import struct
 
-from pyctr.linux.cmodules import socket
+from pyctr.linux import socket
 from pyctr.protocol import (
     LOG_LEVELS,
     Log,

@@ -17,7 +17,7 @@ import errno as errno_codes
 import gc
 import os
 
-from pyctr.linux.cmodules import signal
+from pyctr.linux import signal
 from pyctr.linux.syscalls import (
     CLONE_NEWCGROUP,
     CLONE_NEWIPC,
@@ -53,7 +53,7 @@ TYPE_CHECKING = False
 if TYPE_CHECKING:
     from typing import NoReturn
 
-    from pyctr.linux.cmodules import socket
+    from pyctr.linux import socket
     from pyctr.linux.syscalls import Syscalls
     from pyctr.protocol.codec import Value
 

@@ -16,7 +16,7 @@ import os
 import stat
 import struct
 
-from pyctr.linux.cmodules import signal
+from pyctr.linux import signal
 from pyctr.linux.syscalls import (
     MS_BIND,
     RLIMITS,

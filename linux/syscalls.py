@@ -15,8 +15,7 @@ import os
 import stat
 import struct
 
-from . import libc
-from .cmodules import socket
+from . import libc, socket
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:

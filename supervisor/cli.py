@@ -24,7 +24,7 @@ import select  # noqa: E402
 import sys  # noqa: E402
 
 from pyctr import init as _init  # noqa: E402, F401 - imported before the fork, for the child
-from pyctr.linux.cmodules import signal  # noqa: E402
+from pyctr.linux import signal  # noqa: E402
 
 from .config import ContainerConfig  # noqa: E402
 from .errors import EXIT_PYCTR_FAILED, PyctrError  # noqa: E402

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import os
 
-from pyctr.linux.cmodules import signal
+from pyctr.linux import signal
 from pyctr.spec.docker import DEFAULT_STOP_TIMEOUT
 
 from .errors import PyctrError
@@ -176,9 +176,9 @@ class ContainerConfig:
         except SpecError as exc:
             raise PyctrError(str(exc), error="config.invalid") from None
 
-    def check_host(self) -> None:
-        """The checks that need no spec: root, a command, the rootfs given on the command
-        line. Raises PyctrError with a one-line explanation."""
+    def check(self) -> str:
+        """Check everything that can be checked from the host and build the spec; return the
+        rootfs's absolute, symlink-free path. Raises PyctrError with a one-line explanation."""
         if self._docker is not None and not (self.command and self.command[0]):
             raise PyctrError("no command given; say what to run after the rootfs",
                              error="usage.invalid")
@@ -186,16 +186,13 @@ class ContainerConfig:
             raise PyctrError(
                 "pyctr must run as root: it creates namespaces and mounts; "
                 "run it again with sudo", error="host.not_root")
-        if self._docker is not None:
-            _check_rootfs(self.rootfs)
-
-    def check(self) -> str:
-        """Check everything that can be checked from the host and build the spec; return the
-        rootfs's absolute, symlink-free path. Raises PyctrError with a one-line explanation."""
-        self.check_host()
-        spec = self.build_spec()
+        if self._docker is not None:  # before the spec: -u reads the rootfs's passwd
+            rootfs = _check_rootfs(self.rootfs)
+            spec = self.build_spec()
+        else:
+            spec = self.build_spec()
+            rootfs = _check_rootfs(spec.root_path)
         self.rootfs = spec.root_path
-        rootfs = _check_rootfs(spec.root_path)
         if self.tty and self.capture_output:
             raise PyctrError("--tty and --capture-output cannot be combined: a terminal's output "
                              "is one stream; drop one of them", error="usage.invalid")

@@ -9,7 +9,7 @@ between the user pressing Enter and the workload starting.
 
 from __future__ import annotations
 
-from pyctr.linux.cmodules import signal
+from pyctr.linux import signal
 from pyctr.protocol import LOG_LEVELS as ALL_LEVELS
 from pyctr.spec.docker import DEFAULT_STOP_TIMEOUT
 

@@ -4,7 +4,7 @@ numbers, because the ``signal`` module's enum costs milliseconds before that for
 
 from __future__ import annotations
 
-from pyctr.linux.cmodules import signal
+from pyctr.linux import signal
 
 # The CLI forwards every catchable signal (1-31) but SIGCHLD, which is about our own child.
 CLI_FORWARDED_SIGNALS = tuple(

@@ -37,7 +37,7 @@ import os
 import sys
 import time
 
-from pyctr.linux.cmodules import signal, socket
+from pyctr.linux import signal, socket
 from pyctr.linux.syscalls import CLONE_NEWPID, SyscallError, setns, unshare
 from pyctr.protocol import Hello, ProtocolError, encode
 

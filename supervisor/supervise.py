@@ -376,7 +376,7 @@ async def supervise(
     cancellation carries on. ``task_status.started`` receives a ``Container``, so a
     container can be started with ``nursery.start``.
     """
-    # spawn_init made our end with the C module (linux/cmodules.py); trio wants the class.
+    # spawn_init made our end with the C module (pyctr.linux); trio wants the class.
     init.sock = socket.socket(fileno=init.sock.detach())
     state = _Supervision(init, config, terminal, job_control=forward_signals == "signalfd",
                          commit_logs=commit_logs)

@@ -20,7 +20,7 @@ import struct
 import termios
 import tty
 
-from pyctr.linux.cmodules import signal
+from pyctr.linux import signal
 
 _WINSIZE = struct.Struct("HHHH")
 
