@@ -27,6 +27,7 @@ import threading
 import structlog
 import trio
 
+from pyctr import init as _init  # noqa: F401 - here once, not in every forked init
 from pyctr.protocol import LOG_LEVELS
 
 from .errors import PyctrError
