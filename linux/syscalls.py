@@ -127,6 +127,13 @@ def _os_call(operation: str, path: str, call: object, *args: object) -> None:
         raise SyscallError(exc.errno or errno_codes.EIO, operation, path) from None
 
 
+def _open(path: str, flags: int, operation: str) -> int:
+    try:
+        return os.open(path, flags | os.O_CLOEXEC)
+    except OSError as exc:
+        raise SyscallError(exc.errno or errno_codes.EIO, operation, path) from None
+
+
 def _b(text: str | None) -> bytes | None:
     return None if text is None else os.fsencode(text)
 
@@ -387,10 +394,7 @@ class LinuxSyscalls:
                "setdomainname", name)
 
     def setns(self, path: str, nstype: int) -> None:
-        try:
-            fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
-        except OSError as exc:
-            raise SyscallError(exc.errno or errno_codes.EIO, "open namespace", path) from None
+        fd = _open(path, os.O_RDONLY, "open namespace")
         try:
             _check(libc.setns(fd, nstype), "setns", path)
         finally:
@@ -433,10 +437,7 @@ class LinuxSyscalls:
         return same | (MS_RELATIME if flags & _ST_RELATIME else 0)
 
     def write_file(self, target: str, data: str) -> None:
-        try:
-            fd = os.open(target, os.O_WRONLY | os.O_CLOEXEC)
-        except OSError as exc:
-            raise SyscallError(exc.errno or errno_codes.EIO, "open", target) from None
+        fd = _open(target, os.O_WRONLY, "open")
         try:
             os.write(fd, data.encode())
         except OSError as exc:

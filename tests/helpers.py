@@ -109,6 +109,16 @@ def run_cli(*args: str, timeout: float = 60, input: str | None = None,
 
 
 
+def assert_one_line_error(run: Run, *fragments: str) -> None:
+    """The CLI failed the way every expected failure must: one line, no traceback."""
+    assert "Traceback" not in run.stderr
+    assert len(run.other_stderr) == 1, run.stderr
+    line = run.other_stderr[0]
+    assert line.startswith("pyctr-supervise: error: ")
+    for fragment in fragments:
+        assert fragment in line, line
+
+
 def wait_until(condition: Callable[[], object], what: str, timeout: float = 10) -> None:
     """Poll ``condition`` until it is true; fail the test after ``timeout`` seconds."""
     deadline = time.monotonic() + timeout

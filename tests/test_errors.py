@@ -10,20 +10,11 @@ from pathlib import Path
 
 import pytest
 from conftest import requires_root
-from helpers import CLI, Run, run_cli
+from helpers import CLI, Run, assert_one_line_error, run_cli
 
 from pyctr.supervisor import ContainerConfig, PyctrError
 
 pytestmark = requires_root
-
-
-def assert_one_line_error(run, *fragments: str) -> None:  # type: ignore[no-untyped-def]
-    assert "Traceback" not in run.stderr
-    assert len(run.other_stderr) == 1, run.stderr
-    line = run.other_stderr[0]
-    assert line.startswith("pyctr-supervise: error: ")
-    for fragment in fragments:
-        assert fragment in line, line
 
 
 def test_not_root(rootfs: Path) -> None:

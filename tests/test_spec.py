@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 from conftest import requires_root
-from helpers import Run, run_cli
+from helpers import assert_one_line_error, run_cli
 
 from pyctr.linux.syscalls import RLIMITS
 from pyctr.protocol import Config, decode, encode
@@ -97,15 +97,6 @@ def refusal(call: Callable[..., object], *args: object, **kwargs: object) -> str
 
 def as_tuple(mount: Mount) -> tuple[str, str | None, str | None, list[str]]:
     return (mount.destination, mount.type, mount.source, mount.options)
-
-
-def assert_one_line_error(run: Run, *fragments: str) -> None:
-    assert "Traceback" not in run.stderr
-    assert len(run.other_stderr) == 1, run.stderr
-    line = run.other_stderr[0]
-    assert line.startswith("pyctr-supervise: error: ")
-    for fragment in fragments:
-        assert fragment in line, line
 
 
 # --- Spec.from_value -------------------------------------------------------------------------
