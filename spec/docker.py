@@ -41,6 +41,33 @@ def default_linux() -> Linux:
     return Linux([Namespace(kind) for kind in NAMESPACES])
 
 
+class DockerOptions:
+    """A container as docker's options describe it (``ContainerConfig``'s keywords, the CLI's
+    flags), kept as given until ``build`` turns it into a spec."""
+
+    __slots__ = ("command", "env", "hostname", "mounts", "read_only", "tmpfs", "tty", "ulimits",
+                 "user", "volumes", "workdir")
+
+    def __init__(self, command: list[str], *, hostname: str | None = None,
+                 env: dict[str, str] | None = None, workdir: str = "/",
+                 user: str | None = None, read_only: bool = False,
+                 volumes: list[str] | tuple[str, ...] = (),
+                 tmpfs: list[str] | tuple[str, ...] = (),
+                 mounts: list[str] | tuple[str, ...] = (),
+                 ulimits: list[str] | tuple[str, ...] = (), tty: bool = False) -> None:
+        self.command, self.hostname, self.env = list(command), hostname, dict(env or {})
+        self.workdir, self.user, self.read_only = workdir, user, read_only
+        self.volumes, self.tmpfs = list(volumes), list(tmpfs)
+        self.mounts, self.ulimits, self.tty = list(mounts), list(ulimits), tty
+
+    def build(self, rootfs: str, *, term: str = "xterm", make_volumes: bool = True) -> Spec:
+        return build_spec(rootfs, self.command, hostname=self.hostname, env=self.env,
+                          workdir=self.workdir, user=self.user, read_only=self.read_only,
+                          volumes=self.volumes, tmpfs=self.tmpfs, mounts=self.mounts,
+                          ulimits=self.ulimits, tty=self.tty, term=term,
+                          make_volumes=make_volumes)
+
+
 def build_spec(rootfs: str, command: list[str], *, hostname: str | None,
                env: dict[str, str] | None = None, workdir: str = "/", user: str | None = None,
                read_only: bool = False, volumes: list[str] | tuple[str, ...] = (),

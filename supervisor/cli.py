@@ -184,7 +184,7 @@ def _config_from(line: CommandLine) -> ContainerConfig:
         line.rootfs, line.command, hostname=line.hostname, env=env, workdir=line.workdir,
         user=line.user, read_only=line.read_only, volumes=line.volumes, tmpfs=line.tmpfs,
         mounts=line.mounts, ulimits=line.ulimits, tty=line.tty,
-        **supervision,  # type: ignore[arg-type]
+        **supervision,  # type: ignore[arg-type] # the constructor's own keywords, above
     )
 
 

@@ -15,7 +15,7 @@ from __future__ import annotations
 import os
 
 from pyctr.linux import signal
-from pyctr.spec.docker import DEFAULT_STOP_TIMEOUT
+from pyctr.spec.docker import DEFAULT_STOP_TIMEOUT, DockerOptions
 
 from .errors import PyctrError
 
@@ -80,12 +80,10 @@ class ContainerConfig:
     ) -> None:
         self.rootfs = os.fspath(rootfs)
         self.name = name or os.urandom(6).hex()
-        self._docker: dict[str, object] | None = {
-            "command": list(command), "hostname": hostname or self.name[:63],
-            "env": dict(env or {}), "workdir": workdir, "user": user, "read_only": read_only,
-            "volumes": list(volumes), "tmpfs": list(tmpfs), "mounts": list(mounts),
-            "ulimits": list(ulimits), "tty": tty,
-        }
+        self._docker: DockerOptions | None = DockerOptions(
+            command, hostname=hostname or self.name[:63], env=env, workdir=workdir, user=user,
+            read_only=read_only, volumes=volumes, tmpfs=tmpfs, mounts=mounts, ulimits=ulimits,
+            tty=tty)
         self._given_spec: Value = None
         self.bundle: str | None = None
         self.spec: Spec | None = None
@@ -109,7 +107,8 @@ class ContainerConfig:
             raise TypeError(f"from_spec takes the container from the spec; "
                             f"{', '.join(describing)} is not a supervision option (write it "
                             f"into the spec instead)")
-        config = cls("", ["-"], **options)  # type: ignore[arg-type]
+        # The constructor sets the supervision options; the container is the document.
+        config = cls("", ["-"], **options)  # type: ignore[arg-type] # names checked above
         config._docker = None
         config._given_spec = document
         config.bundle = os.path.abspath(bundle or ".")
@@ -136,7 +135,7 @@ class ContainerConfig:
         if self.spec is not None:
             return self.spec.process.args
         if self._docker is not None:
-            return self._docker["command"]  # type: ignore[return-value]
+            return self._docker.command
         return []
 
     @property
@@ -147,11 +146,10 @@ class ContainerConfig:
     def tty(self) -> bool:
         if self.spec is not None:
             return self.spec.process.terminal
-        return bool(self._docker and self._docker["tty"])
+        return self._docker is not None and self._docker.tty
 
     def build_spec(self, *, make_volumes: bool = True) -> Spec:
         """The spec this config describes, checked. Raises PyctrError."""
-        from pyctr.spec.docker import build_spec
         from pyctr.spec.model import Spec, SpecError
 
         try:
@@ -168,11 +166,8 @@ class ContainerConfig:
                                         f"bind on {mount.destination} does not exist; create it "
                                         f"or fix the path")
                 return spec
-            options = dict(self._docker)
-            command = options.pop("command")
-            return build_spec(self.rootfs, command,  # type: ignore[arg-type]
-                              term=os.environ.get("TERM", "xterm"), make_volumes=make_volumes,
-                              **options)  # type: ignore[arg-type]
+            return self._docker.build(self.rootfs, term=os.environ.get("TERM", "xterm"),
+                                      make_volumes=make_volumes)
         except SpecError as exc:
             raise PyctrError(str(exc), error="config.invalid") from None
 
