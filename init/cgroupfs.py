@@ -46,6 +46,8 @@ class CgroupMount:
 def _unescape(field: str) -> str:
     # The kernel writes space, tab, newline and backslash as \ooo, so every backslash in
     # mountinfo starts an escape; anything else is left as found rather than guessed at.
+    if "\\" not in field:
+        return field
     head, *rest = field.split("\\")
     parts = [head]
     for piece in rest:
