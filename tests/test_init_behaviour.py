@@ -102,8 +102,8 @@ def test_init_closes_the_started_pipe_once_the_workload_runs(rootfs: Path) -> No
         assert os.waitid(os.P_PIDFD, init.pidfd, os.WEXITED | os.WNOHANG) is None, "init exited"
         children = Path(f"/proc/{init.pid}/task/{init.pid}/children").read_text().split()
         assert len(children) == 1, "the workload is not running"
-        # posix_spawn returns once the exec has replaced the child's memory, a moment before
-        # the kernel renames it.
+        # The init hears of the exec when the child's close-on-exec pipe closes, a moment
+        # before the kernel renames the process.
         wait_until(lambda: Path(f"/proc/{children[0]}/comm").read_text().strip() == "sleep",
                    "the workload to be sleep")
     finally:
