@@ -18,10 +18,17 @@ import struct
 
 from pyctr.linux import signal
 from pyctr.linux.syscalls import (
+    CAPABILITIES,
     MS_BIND,
     RLIMITS,
     LinuxSyscalls,
+    drop_bounding,
+    keep_capabilities,
+    last_capability,
     reset_signal_disposition,
+    set_ambient,
+    set_capabilities,
+    set_no_new_privileges,
     set_rlimit,
 )
 from pyctr.protocol import EXIT_CANNOT_EXECUTE, EXIT_NOT_FOUND, EXIT_SETUP_FAILED
@@ -195,14 +202,41 @@ def _process_steps(process: Process) -> list[tuple[str, Callable[..., object], t
                       ("/proc/self/oom_score_adj", str(process.oom_score_adj))))
     steps += [(f"set {rlimit.type}", set_rlimit, (RLIMITS[rlimit.type], rlimit.soft,
                                                   rlimit.hard)) for rlimit in process.rlimits]
+    caps = process.capabilities
     user = process.user
+    if caps is not None:
+        # The bounding set first, while CAP_SETPCAP is still effective; the permitted set
+        # kept across the change of uid, then set as the spec says.
+        kept = {CAPABILITIES[name] for name in caps.bounding}
+        steps.append(("drop capabilities from the bounding set", drop_bounding,
+                      ([number for number in range(last_capability() + 1)
+                        if number not in kept],)))
+        if user.uid != 0:
+            steps.append(("keep capabilities across the change of uid", keep_capabilities,
+                          (True,)))
     if os.getgroups() != user.additional_gids:
         steps.append(("setgroups", os.setgroups, (user.additional_gids,)))
     if os.getresgid() != (user.gid,) * 3:
         steps.append((f"set gid {user.gid}", os.setresgid, (user.gid,) * 3))
     if os.getresuid() != (user.uid,) * 3:
         steps.append((f"set uid {user.uid}", os.setresuid, (user.uid,) * 3))
+    if caps is not None:
+        steps.append(("set capabilities", set_capabilities,
+                      (_mask(caps.effective), _mask(caps.permitted), _mask(caps.inheritable))))
+        unraisable = caps.unraisable()
+        steps.append(("set ambient capabilities", set_ambient,
+                      ([CAPABILITIES[name] for name in caps.ambient
+                        if name not in unraisable],)))
+    if process.no_new_privileges:
+        steps.append(("set no_new_privs", set_no_new_privileges, ()))
     return steps
+
+
+def _mask(names: list[str]) -> int:
+    mask = 0
+    for name in names:
+        mask |= 1 << CAPABILITIES[name]
+    return mask
 
 
 def _become_workload(path: str, argv: list[str], env: dict[str, str], process: Process,

@@ -462,6 +462,72 @@ class LinuxSyscalls:
         finally:
             sock.close()
 
+# Capabilities by name (linux/capability.h).
+CAPABILITIES = {name: number for number, name in enumerate((
+    "CAP_CHOWN", "CAP_DAC_OVERRIDE", "CAP_DAC_READ_SEARCH", "CAP_FOWNER", "CAP_FSETID",
+    "CAP_KILL", "CAP_SETGID", "CAP_SETUID", "CAP_SETPCAP", "CAP_LINUX_IMMUTABLE",
+    "CAP_NET_BIND_SERVICE", "CAP_NET_BROADCAST", "CAP_NET_ADMIN", "CAP_NET_RAW",
+    "CAP_IPC_LOCK", "CAP_IPC_OWNER", "CAP_SYS_MODULE", "CAP_SYS_RAWIO", "CAP_SYS_CHROOT",
+    "CAP_SYS_PTRACE", "CAP_SYS_PACCT", "CAP_SYS_ADMIN", "CAP_SYS_BOOT", "CAP_SYS_NICE",
+    "CAP_SYS_RESOURCE", "CAP_SYS_TIME", "CAP_SYS_TTY_CONFIG", "CAP_MKNOD", "CAP_LEASE",
+    "CAP_AUDIT_WRITE", "CAP_AUDIT_CONTROL", "CAP_SETFCAP", "CAP_MAC_OVERRIDE",
+    "CAP_MAC_ADMIN", "CAP_SYSLOG", "CAP_WAKE_ALARM", "CAP_BLOCK_SUSPEND", "CAP_AUDIT_READ",
+    "CAP_PERFMON", "CAP_BPF", "CAP_CHECKPOINT_RESTORE",
+))}
+_PR_SET_KEEPCAPS = 8
+_PR_CAPBSET_DROP = 24
+_PR_SET_NO_NEW_PRIVS = 38
+_PR_CAP_AMBIENT = 47
+_PR_CAP_AMBIENT_RAISE = 2
+_PR_CAP_AMBIENT_CLEAR_ALL = 4
+_CAPABILITY_VERSION_3 = 0x20080522
+_SYS_CAPSET = {"x86_64": 126, "aarch64": 91, "riscv64": 91, "ppc64le": 184, "s390x": 185}
+
+
+def last_capability() -> int:
+    """The highest capability this kernel knows."""
+    try:
+        with open("/proc/sys/kernel/cap_last_cap", "rb") as file:
+            return int(file.read())
+    except (OSError, ValueError):
+        return max(CAPABILITIES.values())
+
+
+def drop_bounding(capabilities: list[int]) -> None:
+    """Remove ``capabilities`` from the bounding set (what an exec may ever grant)."""
+    for number in capabilities:
+        _check(libc.prctl(_PR_CAPBSET_DROP, number, 0, 0, 0), "drop from the bounding set",
+               str(number))
+
+
+def keep_capabilities(keep: bool) -> None:
+    """Whether the permitted set survives the change from uid 0 to another."""
+    _check(libc.prctl(_PR_SET_KEEPCAPS, int(keep), 0, 0, 0), "prctl(PR_SET_KEEPCAPS)")
+
+
+def set_capabilities(effective: int, permitted: int, inheritable: int) -> None:
+    """capset(2) of this thread, each set a bit mask by capability number."""
+    header = struct.pack("Ii", _CAPABILITY_VERSION_3, 0)
+    data = struct.pack("IIIIII", effective & 0xFFFFFFFF, permitted & 0xFFFFFFFF,
+                       inheritable & 0xFFFFFFFF, effective >> 32, permitted >> 32,
+                       inheritable >> 32)
+    _check(libc.syscall(_number(_SYS_CAPSET, "capset"), header, data), "capset")
+
+
+def set_ambient(capabilities: list[int]) -> None:
+    """Clear the ambient set, then raise ``capabilities`` in it (each must be permitted and
+    inheritable already)."""
+    _check(libc.prctl(_PR_CAP_AMBIENT, _PR_CAP_AMBIENT_CLEAR_ALL, 0, 0, 0), "clear ambient")
+    for number in capabilities:
+        _check(libc.prctl(_PR_CAP_AMBIENT, _PR_CAP_AMBIENT_RAISE, number, 0, 0),
+               "raise ambient", str(number))
+
+
+def set_no_new_privileges() -> None:
+    """No exec from here on can grant privileges (setuid bits, file capabilities)."""
+    _check(libc.prctl(_PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0), "prctl(PR_SET_NO_NEW_PRIVS)")
+
+
 # Resource limits by their OCI names (asm-generic/resource.h; the same on x86 and arm).
 RLIMITS = {
     "RLIMIT_CPU": 0, "RLIMIT_FSIZE": 1, "RLIMIT_DATA": 2, "RLIMIT_STACK": 3, "RLIMIT_CORE": 4,

@@ -5,12 +5,14 @@ own containers are built as objects (``spec.docker``) and need none of it."""
 
 from __future__ import annotations
 
-from pyctr.linux.syscalls import RLIMITS
+from pyctr.linux.syscalls import CAPABILITIES, RLIMITS
 
 from .model import (
+    CAPABILITY_SETS,
     DEVICE_TYPES,
     NAMESPACE_TYPES,
     PROPAGATIONS,
+    Capabilities,
     Device,
     Linux,
     Mount,
@@ -194,10 +196,25 @@ def _process(fields: _Fields) -> Process:
     process = Process(args, env, cwd, terminal=bool(fields.flag("terminal", False)),
                       console_size=size, user=user, rlimits=rlimits,
                       oom_score_adj=fields.whole("oomScoreAdj", -1000, 1000),
-                      capabilities=fields.take("capabilities"),
+                      capabilities=_capabilities(fields.object("capabilities")),
                       no_new_privileges=fields.flag("noNewPrivileges"))
     fields.done()
     return process
+
+
+def _capabilities(fields: _Fields | None) -> Capabilities | None:
+    if fields is None:
+        return None
+    sets = {}
+    for kind in CAPABILITY_SETS:
+        names = fields.texts(kind)
+        unknown = [name for name in names if name not in CAPABILITIES]
+        if unknown:
+            raise SpecError(f"{fields.name(kind)}: unknown capability {unknown[0]!r}; names "
+                            f"look like CAP_KILL")
+        sets[kind] = names
+    fields.done()
+    return Capabilities(**sets)
 
 
 def _ids(value: Value, name: str) -> list[int]:

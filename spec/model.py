@@ -22,9 +22,9 @@ NAMESPACE_TYPES = ("pid", "network", "mount", "ipc", "uts", "user", "cgroup", "t
 PROPAGATIONS = ("", "private", "rprivate", "slave", "rslave", "shared", "rshared",
                 "unbindable", "runbindable")
 DEVICE_TYPES = ("c", "u", "b", "p")
-PENDING_FIELDS = ("process.capabilities", "process.noNewPrivileges", "linux.maskedPaths",
-                  "linux.readonlyPaths", "linux.seccomp", "linux.resources",
-                  "linux.cgroupsPath")
+PENDING_FIELDS = ("linux.maskedPaths", "linux.readonlyPaths", "linux.seccomp",
+                  "linux.resources", "linux.cgroupsPath")
+CAPABILITY_SETS = ("bounding", "effective", "inheritable", "permitted", "ambient")
 """Accepted before the work that applies them lands; each gets a warning when present."""
 # The runtime spec's default devices, which every container gets whatever linux.devices says:
 # (name in /dev, major, minor) of the character devices; /dev/ptmx is a link into the
@@ -87,6 +87,27 @@ class Rlimit:
         return {"type": self.type, "soft": self.soft, "hard": self.hard}
 
 
+class Capabilities:
+    """``process.capabilities``: each set a list of names (``CAP_KILL``)."""
+
+    __slots__ = CAPABILITY_SETS
+
+    def __init__(self, bounding: list[str], effective: list[str], inheritable: list[str],
+                 permitted: list[str], ambient: list[str]) -> None:
+        self.bounding, self.effective, self.inheritable = bounding, effective, inheritable
+        self.permitted, self.ambient = permitted, ambient
+
+    def unraisable(self) -> list[str]:
+        """The ambient ones the kernel will not raise: each must be permitted and inheritable
+        too (runc's default config lists ambient ones it cannot raise, and goes on)."""
+        return [name for name in self.ambient
+                if name not in self.permitted or name not in self.inheritable]
+
+    def to_value(self) -> dict[str, Value]:
+        return {kind: list(getattr(self, kind)) for kind in CAPABILITY_SETS
+                if getattr(self, kind)}
+
+
 class Process:
     __slots__ = ("args", "capabilities", "console_size", "cwd", "env", "no_new_privileges",
                  "oom_score_adj", "rlimits", "terminal", "user")
@@ -94,7 +115,7 @@ class Process:
     def __init__(self, args: list[str], env: list[str], cwd: str = "/", *,
                  terminal: bool = False, console_size: tuple[int, int] | None = None,
                  user: User | None = None, rlimits: list[Rlimit] | None = None,
-                 oom_score_adj: int | None = None, capabilities: Value = None,
+                 oom_score_adj: int | None = None, capabilities: Capabilities | None = None,
                  no_new_privileges: bool | None = None) -> None:
         self.args, self.env, self.cwd = args, env, cwd
         self.terminal = terminal
@@ -119,7 +140,7 @@ class Process:
         value.update({"user": self.user.to_value(), "args": list(self.args),
                       "env": list(self.env), "cwd": self.cwd})
         if self.capabilities is not None:
-            value["capabilities"] = self.capabilities
+            value["capabilities"] = self.capabilities.to_value()
         if self.rlimits:
             value["rlimits"] = [rlimit.to_value() for rlimit in self.rlimits]
         if self.no_new_privileges is not None:
@@ -254,8 +275,6 @@ class Spec:
     def pending_fields(self) -> list[str]:
         """The fields present that pyctr accepts but does not apply yet (PENDING_FIELDS)."""
         present = {
-            "process.capabilities": self.process.capabilities is not None,
-            "process.noNewPrivileges": bool(self.process.no_new_privileges),
             "linux.maskedPaths": bool(self.linux.masked_paths),
             "linux.readonlyPaths": bool(self.linux.readonly_paths),
             "linux.seccomp": self.linux.seccomp is not None,

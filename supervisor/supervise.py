@@ -387,6 +387,12 @@ async def supervise(
         state.log.warning("spec.field_not_applied", field=field,
                           message=f"{field} is accepted but not applied yet: the container "
                                   f"runs without it")
+    caps = config.spec.process.capabilities if config.spec is not None else None
+    if caps is not None and caps.unraisable():
+        state.log.warning("spec.field_not_applied", field="process.capabilities.ambient",
+                          capabilities=caps.unraisable(),
+                          message="ambient capabilities must be permitted and inheritable too; "
+                                  "these are not raised")
     try:
         async with trio.open_nursery() as nursery:
             state.nursery = nursery

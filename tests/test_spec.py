@@ -112,8 +112,7 @@ def test_runc_template_is_accepted_and_round_trips() -> None:
 
 def test_pending_fields_are_exactly_the_accepted_but_unapplied_ones() -> None:
     assert Spec.from_value(runc_document()).pending_fields() == [
-        "process.capabilities", "process.noNewPrivileges", "linux.maskedPaths",
-        "linux.readonlyPaths", "linux.resources"]
+        "linux.maskedPaths", "linux.readonlyPaths", "linux.resources"]
     bare = runc_document(**{"process.capabilities": DELETE, "process.noNewPrivileges": DELETE,
                             "linux.maskedPaths": DELETE, "linux.readonlyPaths": DELETE,
                             "linux.resources": DELETE, "linux.cgroupsPath": "/pyctr/x"})
@@ -565,16 +564,22 @@ def test_spec_of_a_bundle_prints_its_config_with_an_absolute_root(tmp_path: Path
         **{"root.path": str(bundle / "rootfs")})
 
 
-def test_bundle_with_capabilities_warns_they_are_not_applied(rootfs: Path,
-                                                            tmp_path: Path) -> None:
+def test_bundle_ambient_capabilities_that_cannot_be_raised_are_warned_about(
+        rootfs: Path, tmp_path: Path) -> None:
     document = spec_output(str(rootfs), "/bin/true")
-    document["process"]["capabilities"] = {"bounding": CAPS}
+    document["process"]["capabilities"] = {"bounding": CAPS, "permitted": CAPS,
+                                           "ambient": ["CAP_KILL"]}
     run = run_cli("--log-format", "json", "--bundle", str(write_bundle(tmp_path / "b", document)))
     assert run.returncode == 0, run.stderr
     warnings = [r for r in run.records if r["event"] == "spec.field_not_applied"]
-    assert [(r["level"], r["field"]) for r in warnings] == [("warning", "process.capabilities")]
-    assert str(warnings[0]["message"]).startswith("process.capabilities is accepted but not "
-                                                  "applied yet")
+    assert [(r["level"], r["field"], r["capabilities"]) for r in warnings] == [
+        ("warning", "process.capabilities.ambient", ["CAP_KILL"])]
+
+
+def test_an_unknown_capability_is_refused() -> None:
+    with pytest.raises(SpecError, match=r"process\.capabilities\.bounding: unknown "
+                                        r"capability 'CAP_FLY'"):
+        Spec.from_value(runc_document(**{"process.capabilities.bounding": ["CAP_FLY"]}))
 
 
 
