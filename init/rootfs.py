@@ -64,8 +64,8 @@ if TYPE_CHECKING:
     from pyctr.spec.model import Device, Spec
     from pyctr.spec.model import Mount as SpecMount
 
-    Step: TypeAlias = ("Mount | MountInRoot | CgroupMounts | MakeNodes | Sysctl | ReadOnlyRoot"
-                       " | PivotRoot | Chroot | Propagation")
+    Step: TypeAlias = ("Mount | MountInRoot | CgroupMounts | MakeNodes | Sysctl | ReadOnlyPath"
+                       " | MaskedPath | ReadOnlyRoot | PivotRoot | Chroot | Propagation")
 
 # mount(8)'s option names: (flag to set, or to clear when the second item is True).
 FLAG_OPTIONS: dict[str, tuple[int, bool]] = {
@@ -310,6 +310,56 @@ class MakeNodes:
         return f"MakeNodes({self.directory!r}, {self.nodes!r}, {self.links!r})"
 
 
+class ReadOnlyPath(_InRoot):
+    """``linux.readonlyPaths``: the path bound onto itself, read-only (a missing one is left
+    alone: what the kernel does not have needs no protection)."""
+
+    __slots__ = ()
+
+    def apply(self, sys: Syscalls, root: str) -> None:
+        target = _resolve_existing(sys, root, self.destination)
+        if target is None:
+            return
+        try:
+            self._mount(sys, target, target, None, MS_BIND | MS_REC, None)
+        finally:
+            sys.release(target)
+        target = sys.resolve(root, self.destination, None, False)  # the bind itself now
+        try:
+            kept = sys.mount_flags(target) & _KEPT_ON_REMOUNT
+            self._mount(sys, None, target, None, MS_BIND | MS_REMOUNT | MS_RDONLY | kept, None)
+        finally:
+            sys.release(target)
+
+
+class MaskedPath(_InRoot):
+    """``linux.maskedPaths``: an empty read-only tmpfs over a directory, the host's /dev/null
+    over anything else (a missing path is left alone)."""
+
+    __slots__ = ()
+
+    def apply(self, sys: Syscalls, root: str) -> None:
+        target = _resolve_existing(sys, root, self.destination)
+        if target is None:
+            return
+        try:
+            if sys.is_directory(target):
+                self._mount(sys, "tmpfs", target, "tmpfs", MS_RDONLY, None)
+            else:
+                self._mount(sys, "/dev/null", target, None, MS_BIND, None)
+        finally:
+            sys.release(target)
+
+
+def _resolve_existing(sys: Syscalls, root: str, path: str) -> str | None:
+    try:
+        return sys.resolve(root, path, None, False)
+    except SyscallError as exc:
+        if exc.errno == errno_codes.ENOENT:
+            return None
+        raise
+
+
 class Sysctl:
     """A namespaced kernel setting, written through the container's own /proc."""
 
@@ -399,6 +449,8 @@ def plan_root(spec: Spec, rootfs: str, *, chroot: bool = False) -> list[Step]:
                     else MountInRoot(mount))
     plan += _devices(spec.linux.devices, "/dev" in destinations, spec.process.terminal)
     plan += [Sysctl(key, value) for key, value in sorted(spec.linux.sysctl.items())]
+    plan += [ReadOnlyPath(path) for path in spec.linux.readonly_paths]
+    plan += [MaskedPath(path) for path in spec.linux.masked_paths]
     if spec.root_readonly:
         plan.append(ReadOnlyRoot())
     plan.append(Chroot() if chroot else PivotRoot())

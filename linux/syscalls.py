@@ -44,6 +44,7 @@ if TYPE_CHECKING:
         def release(self, target: str) -> None: ...
         def set_recursive(self, target: str, flags: int) -> None: ...
         def mount_flags(self, target: str) -> int: ...
+        def is_directory(self, target: str) -> bool: ...
         def write_file(self, target: str, data: str) -> None: ...
         def chown(self, path: str, uid: int, gid: int) -> None: ...
 
@@ -435,6 +436,12 @@ class LinuxSyscalls:
             raise SyscallError(exc.errno or errno_codes.EIO, "statvfs", target) from None
         same = flags & (MS_RDONLY | MS_NOSUID | MS_NODEV | MS_NOEXEC | MS_NOATIME | MS_NODIRATIME)
         return same | (MS_RELATIME if flags & _ST_RELATIME else 0)
+
+    def is_directory(self, target: str) -> bool:
+        try:
+            return stat.S_ISDIR(os.stat(target).st_mode)
+        except OSError as exc:
+            raise SyscallError(exc.errno or errno_codes.EIO, "stat", target) from None
 
     def write_file(self, target: str, data: str) -> None:
         fd = _open(target, os.O_WRONLY, "open")

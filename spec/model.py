@@ -22,8 +22,7 @@ NAMESPACE_TYPES = ("pid", "network", "mount", "ipc", "uts", "user", "cgroup", "t
 PROPAGATIONS = ("", "private", "rprivate", "slave", "rslave", "shared", "rshared",
                 "unbindable", "runbindable")
 DEVICE_TYPES = ("c", "u", "b", "p")
-PENDING_FIELDS = ("linux.maskedPaths", "linux.readonlyPaths", "linux.seccomp",
-                  "linux.resources", "linux.cgroupsPath")
+PENDING_FIELDS = ("linux.seccomp", "linux.resources", "linux.cgroupsPath")
 CAPABILITY_SETS = ("bounding", "effective", "inheritable", "permitted", "ambient")
 """Accepted before the work that applies them lands; each gets a warning when present."""
 # The runtime spec's default devices, which every container gets whatever linux.devices says:
@@ -275,8 +274,6 @@ class Spec:
     def pending_fields(self) -> list[str]:
         """The fields present that pyctr accepts but does not apply yet (PENDING_FIELDS)."""
         present = {
-            "linux.maskedPaths": bool(self.linux.masked_paths),
-            "linux.readonlyPaths": bool(self.linux.readonly_paths),
             "linux.seccomp": self.linux.seccomp is not None,
             "linux.resources": self.linux.resources is not None,
             "linux.cgroupsPath": self.linux.cgroups_path is not None,

@@ -8,6 +8,8 @@ class RecordingSyscalls:
 
     def __init__(self, fail_on: tuple[str, str] | None = None) -> None:
         self.calls: list[tuple[object, ...]] = []
+        self.fail_errno = 13
+        """The errno of the failure ``fail_on`` makes (EACCES unless set)."""
         self.flags_of: dict[str, int] = {}
         """What ``mount_flags`` answers for a target (0 when not given)."""
         self.fail_on = fail_on
@@ -17,7 +19,7 @@ class RecordingSyscalls:
         if self.fail_on is not None and call[0] == self.fail_on[0] and self.fail_on[1] in call:
             from pyctr.linux.syscalls import SyscallError
 
-            raise SyscallError(13, str(call[0]), str(self.fail_on[1]))
+            raise SyscallError(self.fail_errno, str(call[0]), str(self.fail_on[1]))
 
     def unshare(self, flags: int) -> None:
         self._record("unshare", flags)
@@ -73,6 +75,10 @@ class RecordingSyscalls:
     def mount_flags(self, target: str) -> int:
         self._record("mount_flags", target)
         return self.flags_of.get(target, 0)
+
+    def is_directory(self, target: str) -> bool:
+        self._record("is_directory", target)
+        return not target.rsplit("/", 1)[-1].startswith(("kcore", "keys", "sysrq"))
 
     def write_file(self, target: str, data: str) -> None:
         self._record("write_file", target, data)

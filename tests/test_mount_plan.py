@@ -280,3 +280,29 @@ def test_explanations_name_the_path_and_what_to_do() -> None:
     assert "/r/proc" in line and "Read-only file system" in line and "create" in line
     assert "\n" not in line
     assert "kernel lacks" in explain(SyscallError(22, "unshare", "flags=0x1"), "/r")
+
+
+def test_read_only_and_masked_paths_come_after_the_mounts_and_before_the_pivot() -> None:
+    spec = default_spec()
+    spec.linux.readonly_paths = ["/proc/sys"]
+    spec.linux.masked_paths = ["/proc/kcore", "/sys/firmware"]
+    sys, _ = run_plan(spec)
+    proc = sys.calls.index(next(c for c in mounts(sys.calls) if c[3] == "proc"))
+    bind = ("mount", "/r/proc/sys", "/r/proc/sys", None, MS_BIND | MS_REC, None)
+    remount = ("mount", None, "/r/proc/sys", None, MS_BIND | MS_REMOUNT | MS_RDONLY, None)
+    null = ("mount", "/dev/null", "/r/proc/kcore", None, MS_BIND, None)
+    empty = ("mount", "tmpfs", "/r/sys/firmware", "tmpfs", MS_RDONLY, None)
+    places = [sys.calls.index(call) for call in (bind, remount, null, empty)]
+    assert proc < places[0] < places[1] < places[2] < places[3] < sys.names().index("pivot_root")
+
+
+def test_a_masked_or_read_only_path_the_kernel_lacks_is_left_alone() -> None:
+    spec = default_spec()
+    spec.linux.readonly_paths = ["/proc/sysrq-trigger"]
+    spec.linux.masked_paths = ["/proc/timer_stats"]
+    sys = RecordingSyscalls(fail_on=("resolve", "/proc/timer_stats"))
+    sys.fail_errno = 2  # ENOENT: not there
+    apply_plan(plan_root(spec, "/r"), sys, "/r")
+    assert "pivot_root" in sys.names()
+    assert not any(call[0] == "mount" and call[2] == "/r/proc/timer_stats"
+                   for call in sys.calls)

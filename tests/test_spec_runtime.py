@@ -1093,3 +1093,17 @@ def test_bundle_capabilities_of_a_user_that_is_not_root(rootfs: Path, tmp_path: 
     assert (int(fields["CapEff"], 16), int(fields["CapPrm"], 16)) == (bind, bind)
     assert (int(fields["CapAmb"], 16), int(fields["CapBnd"], 16)) == (bind, bind)
     assert fields["NoNewPrivs"] == "0"
+
+
+def test_bundle_masked_and_read_only_paths(rootfs: Path, tmp_path: Path) -> None:
+    hidden = next(path for path in ("/proc/timer_list", "/proc/keys")
+                  if os.path.exists(path) and Path(path).read_bytes())  # something to hide
+    assert os.listdir("/sys/firmware")
+    script = (f"wc -c < {hidden}; ls -A /sys/firmware | wc -l; "
+              "echo 1 > /proc/sys/kernel/ns_last_pid && echo wrote || echo refused; "
+              "echo x > /tmp/ok && echo tmp-writable")
+    document = spec_document(rootfs, "/bin/sh", "-c", script)
+    document["linux"]["maskedPaths"] = [hidden, "/sys/firmware", "/proc/no-such-file"]
+    document["linux"]["readonlyPaths"] = ["/proc/sys", "/proc/no-such-dir"]
+    lines = ok(run_bundle(tmp_path / "bundle", document)).split()
+    assert lines == ["0", "0", "refused", "tmp-writable"]
