@@ -106,6 +106,24 @@ def _named(shown: str, call: Callable[..., None], *args: object) -> None:
         raise SyscallError(exc.errno or 0, exc.operation.replace(" on", ""), shown) from None
 
 
+class _Inside:
+    """A path inside the root as ``Syscalls.resolve`` names it, for one ``with`` block: the
+    name is released when the block ends, however it ends."""
+
+    __slots__ = ("sys", "target")
+
+    def __init__(self, sys: Syscalls, root: str, path: str, create: str | None = None,
+                 refuse_symlink: bool = False) -> None:
+        self.sys = sys
+        self.target = sys.resolve(root, path, create, refuse_symlink)
+
+    def __enter__(self) -> str:
+        return self.target
+
+    def __exit__(self, *_: object) -> None:
+        self.sys.release(self.target)
+
+
 class _InRoot:
     """A step on a destination inside the root, whose errors name that destination."""
 
@@ -179,21 +197,17 @@ class MountInRoot(_InRoot):
                 create = "file"
         refuse = self.destination.rstrip("/") in NO_SYMLINK_DESTINATIONS or \
             self.fstype in ("proc", "sysfs")
-        target = sys.resolve(root, self.destination, create, refuse)
-        try:
+        with _Inside(sys, root, self.destination, create, refuse) as target:
             if bind:
                 self._mount(sys, self.source, target, None, flags & (MS_BIND | MS_REC), None)
             else:
                 self._mount(sys, self.source or self.fstype, target, self.fstype, flags, data)
-        finally:
-            sys.release(target)
         extra = flags & ~(MS_BIND | MS_REC)
         if not (propagation or (bind and extra)):
             return
         # The descriptor named the directory under the new mount; the mount itself is what a
         # fresh lookup finds now.
-        target = sys.resolve(root, self.destination, None, False)
-        try:
+        with _Inside(sys, root, self.destination) as target:
             if bind and extra:
                 # A bind takes its flags only on a remount, which applies to the top mount
                 # and sets them all: the source's nosuid, nodev and noexec stay. Read-only
@@ -205,8 +219,6 @@ class MountInRoot(_InRoot):
                            flags & RECURSIVE_FLAGS)
             if propagation:
                 self._mount(sys, None, target, None, propagation, None)
-        finally:
-            sys.release(target)
 
 
 class CgroupMounts(_InRoot):
@@ -229,8 +241,7 @@ class CgroupMounts(_InRoot):
 
     def apply(self, sys: Syscalls, root: str) -> None:
         tree, plan = self.tree, self.plan
-        target = sys.resolve(root, self.destination, "dir", False)
-        try:
+        with _Inside(sys, root, self.destination, "dir") as target:
             if tree is not None:  # the host's hierarchies, all in one recursive bind
                 self._mount(sys, tree[0], target, None, MS_BIND | MS_REC, None)
             for item in plan if tree is None else ():
@@ -239,11 +250,8 @@ class CgroupMounts(_InRoot):
                                 "mode=755")
                 elif not item.target:  # cgroup v2 alone: its one bind is the destination
                     self._mount(sys, item.source, target, None, MS_BIND | MS_REC, None)
-        finally:
-            sys.release(target)
         # The destination again: the descriptor above names what is under the new mount.
-        top = sys.resolve(root, self.destination, None, False)
-        try:
+        with _Inside(sys, root, self.destination) as top:
             for item in plan:
                 if item.kind == "bind" and item.target:
                     if tree is None:  # in our own tmpfs; with the tree, it is a mount point
@@ -254,8 +262,6 @@ class CgroupMounts(_InRoot):
                     sys.symlink(item.source, f"{top}/{item.target}")
             if self.flags & RECURSIVE_FLAGS:
                 _named(self.destination, sys.set_recursive, top, self.flags & RECURSIVE_FLAGS)
-        finally:
-            sys.release(top)
 
 
 _NODE_KINDS = {"c": stat.S_IFCHR, "u": stat.S_IFCHR, "b": stat.S_IFBLK, "p": stat.S_IFIFO,
@@ -297,14 +303,11 @@ class MakeNodes:
         self.directory, self.nodes, self.links = directory, nodes, links
 
     def apply(self, sys: Syscalls, root: str) -> None:
-        directory = sys.resolve(root, self.directory, "dir", False)
-        try:
+        with _Inside(sys, root, self.directory, "dir") as directory:
             for node in self.nodes:
                 node.make(sys, directory)
             for name, target in self.links:
                 sys.symlink(target, f"{directory}/{name}")
-        finally:
-            sys.release(directory)
 
     def __repr__(self) -> str:
         return f"MakeNodes({self.directory!r}, {self.nodes!r}, {self.links!r})"
@@ -317,19 +320,14 @@ class ReadOnlyPath(_InRoot):
     __slots__ = ()
 
     def apply(self, sys: Syscalls, root: str) -> None:
-        target = _resolve_existing(sys, root, self.destination)
-        if target is None:
+        found = _existing(sys, root, self.destination)
+        if found is None:
             return
-        try:
+        with found as target:
             self._mount(sys, target, target, None, MS_BIND | MS_REC, None)
-        finally:
-            sys.release(target)
-        target = sys.resolve(root, self.destination, None, False)  # the bind itself now
-        try:
+        with _Inside(sys, root, self.destination) as target:  # the bind itself now
             kept = sys.mount_flags(target) & _KEPT_ON_REMOUNT
             self._mount(sys, None, target, None, MS_BIND | MS_REMOUNT | MS_RDONLY | kept, None)
-        finally:
-            sys.release(target)
 
 
 class MaskedPath(_InRoot):
@@ -339,21 +337,19 @@ class MaskedPath(_InRoot):
     __slots__ = ()
 
     def apply(self, sys: Syscalls, root: str) -> None:
-        target = _resolve_existing(sys, root, self.destination)
-        if target is None:
+        found = _existing(sys, root, self.destination)
+        if found is None:
             return
-        try:
+        with found as target:
             if sys.is_directory(target):
                 self._mount(sys, "tmpfs", target, "tmpfs", MS_RDONLY, None)
             else:
                 self._mount(sys, "/dev/null", target, None, MS_BIND, None)
-        finally:
-            sys.release(target)
 
 
-def _resolve_existing(sys: Syscalls, root: str, path: str) -> str | None:
+def _existing(sys: Syscalls, root: str, path: str) -> _Inside | None:
     try:
-        return sys.resolve(root, path, None, False)
+        return _Inside(sys, root, path)
     except SyscallError as exc:
         if exc.errno == errno_codes.ENOENT:
             return None
@@ -369,11 +365,8 @@ class Sysctl:
         self.key, self.value = key, value
 
     def apply(self, sys: Syscalls, root: str) -> None:
-        target = sys.resolve(root, "/proc/sys/" + self.key.replace(".", "/"), None, True)
-        try:
+        with _Inside(sys, root, "/proc/sys/" + self.key.replace(".", "/"), None, True) as target:
             sys.write_file(target, self.value)
-        finally:
-            sys.release(target)
 
 
 class ReadOnlyRoot:
