@@ -21,9 +21,12 @@ SCHEMA = json.loads((REPO / "schema" / "log-record.schema.json").read_text())
 VALIDATOR = jsonschema.Draft202012Validator(SCHEMA)
 
 
-def mount_points() -> list[str]:
+def mount_points(under: tuple[str, ...] = ("/",)) -> list[str]:
+    """The host's mount points below any of ``under`` (as mountinfo spells them)."""
+    prefixes = tuple(path.rstrip("/") + "/" for path in under)
     with open("/proc/self/mountinfo") as file:
-        return sorted(line.split()[4] for line in file)
+        points = (line.split()[4] for line in file)
+        return sorted(point for point in points if (point + "/").startswith(prefixes))
 
 
 def descendants(root: int | None = None) -> set[int]:
