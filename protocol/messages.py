@@ -38,13 +38,27 @@ if TYPE_CHECKING:
 
     from .codec import Value
 
-PROTOCOL_VERSION = 4
+PROTOCOL_VERSION = 5
 EXIT_SETUP_FAILED = 125
 """pyctr could not run the container (the CLI's status, as docker's)."""
 EXIT_CANNOT_EXECUTE = 126
 """The command exists but cannot be executed."""
 EXIT_NOT_FOUND = 127
 """The command, its ELF loader, its interpreter or a library is missing from the rootfs."""
+EXIT_PROTOCOL_ERROR = 125
+"""The supervisor killed the container because its init broke the protocol (a message that
+does not decode, is out of place or out of range, or brings descriptors it should not):
+``error`` is ``protocol.error``. The same status as any other failure of pyctr's (docker's
+125); the error name tells it apart."""
+SETUP_EXIT_CODES = (EXIT_SETUP_FAILED, EXIT_CANNOT_EXECUTE, EXIT_NOT_FOUND)
+"""The only values ``SetupFailed.exit_code`` may take."""
+MAX_EXIT_CODE = 255
+MAX_SIGNAL = 64
+"""Signals are 1-64 on Linux (``SIGRTMAX``)."""
+MAX_PID = 1 << 22
+"""PID_MAX_LIMIT on 64-bit Linux: no pid is larger."""
+MAX_NAME_LENGTH = 128
+"""Longest event or error name accepted from the peer."""
 LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
 """The values of ``Log.level`` and ``Config.log_level``, least severe first."""
 
@@ -61,10 +75,61 @@ def utc_timestamp(now: float | None = None) -> str:
     return f"{_second_cache[1]}.{int((now - seconds) * 1_000_000):06d}Z"
 
 
+def is_dotted_name(text: str) -> bool:
+    """Whether ``text`` is an event or error name as the log schema has them: lowercase words
+    of ``a-z`` and ``_`` joined by dots, at least two (``rootfs.mounted``); not too long."""
+    if not 0 < len(text) <= MAX_NAME_LENGTH:
+        return False
+    words = text.split(".")
+    return len(words) >= 2 and all(
+        word and all("a" <= char <= "z" or char == "_" for char in word) for word in words)
+
+
+def is_timestamp(text: str) -> bool:
+    """Whether ``text`` has the form ``utc_timestamp`` writes: ``2026-11-29T03:20:21.294133Z``
+    (checked by hand: this module does not import ``re``)."""
+    if len(text) != 27 or not text.isascii():
+        return False
+    separators = {4: "-", 7: "-", 10: "T", 13: ":", 16: ":", 19: ".", 26: "Z"}
+    return all(text[index] == separators[index] if index in separators
+               else text[index].isdigit() for index in range(27))
+
+
+_ESCAPES = {"\t": "\\t", "\n": "\\n", "\r": "\\r"}
+
+
+def printable(text: str, limit: int | None = None) -> str:
+    """``text`` from the other side of the socket, made safe to print on a terminal and to
+    keep on one line: every character ``str.isprintable`` refuses (C0 and C1 controls such as
+    ESC, DEL, newlines, bidirectional overrides, lone surrogates) is written as its escape,
+    ``\\x1b``, ``\\n``, ``\\u202e``. With ``limit``, only the first ``limit`` characters are
+    kept (``...`` marks the cut)."""
+    cut = ""
+    if limit is not None and len(text) > limit:
+        text, cut = text[:limit], "..."
+    if not text.isprintable():
+        text = "".join(char if char.isprintable() else _escape(char) for char in text)
+    return text + cut
+
+
+def _escape(char: str) -> str:
+    named = _ESCAPES.get(char)
+    if named is not None:
+        return named
+    code = ord(char)
+    if code < 0x100:
+        return f"\\x{code:02x}"
+    if code < 0x10000:
+        return f"\\u{code:04x}"
+    return f"\\U{code:08x}"
+
+
 class Message:
     """Base of all messages. ``FIELDS`` lists (name, kind) pairs; the kinds are checked on
     decode: ``int``, ``str``, ``bool``, ``int?`` (int or None), ``[str]`` (list of text),
-    ``{str}`` (text to text), ``{any}`` (text to any encodable value)."""
+    ``{str}`` (text to text), ``{any}`` (text to any encodable value). ``check`` then says
+    whether the values make sense (ranges, names): ``decode`` checks only the shape, so that
+    any message of the right shape still round-trips."""
 
     __slots__ = ()
     TYPE: ClassVar[str]
@@ -72,6 +137,10 @@ class Message:
 
     def to_value(self) -> dict[str, Value]:
         return {name: getattr(self, name) for name, _ in self.FIELDS}
+
+    def check(self) -> None:
+        """Raise MalformedMessage when a value is out of its range (the receiver of a
+        message from a peer it does not trust calls this after ``decode``)."""
 
     def __eq__(self, other: object) -> bool:
         return isinstance(other, Message) and type(other) is type(self) and (
@@ -111,9 +180,13 @@ class Config(Message):
     ``signal_group``: relay signals to the workload's whole process group (else to its main
     process only). ``log_level``: the least severe of init's log events the supervisor will
     show; init does not send the others (each costs an encode and a send on the way to the
-    exec)."""
+    exec). ``seccomp``: the workload's seccomp filter, compiled by the supervisor (classic BPF,
+    in hex: the codec carries no raw bytes), or empty for none; ``seccomp_flags``: seccomp(2)'s
+    flags for it. ``nodev``: no device filter could be set up on this host, so every mount
+    but ``/dev``, the root included, is made nodev."""
 
-    __slots__ = ("chroot", "container", "log_level", "rootfs", "signal_group", "spec")
+    __slots__ = ("chroot", "container", "log_level", "nodev", "rootfs", "seccomp",
+                 "seccomp_flags", "signal_group", "spec")
     TYPE = "config"
     FIELDS = (
         ("container", "str"),
@@ -122,17 +195,24 @@ class Config(Message):
         ("chroot", "bool"),
         ("signal_group", "bool"),
         ("log_level", "str"),
+        ("seccomp", "str"),
+        ("seccomp_flags", "int"),
+        ("nodev", "bool"),
     )
 
     def __init__(self, container: str, rootfs: str, spec: dict[str, Value], *,
                  chroot: bool = False, signal_group: bool = True,
-                 log_level: str = "debug") -> None:
+                 log_level: str = "debug", seccomp: str = "", seccomp_flags: int = 0,
+                 nodev: bool = False) -> None:
         self.container = container
         self.rootfs = rootfs
         self.spec = spec
         self.chroot = chroot
         self.signal_group = signal_group
         self.log_level = log_level
+        self.seccomp = seccomp
+        self.seccomp_flags = seccomp_flags
+        self.nodev = nodev
 
 
 class Log(Message):
@@ -147,6 +227,17 @@ class Log(Message):
         self.level = level
         self.event = event
         self.fields = fields
+
+    def check(self) -> None:
+        if self.level not in LOG_LEVELS:
+            raise MalformedMessage(f"log.level '{printable(self.level, 40)}' is not one of "
+                                   f"{', '.join(LOG_LEVELS)}")
+        if not is_dotted_name(self.event):
+            raise MalformedMessage(f"log.event '{printable(self.event, 80)}' is not a dotted "
+                                   f"event name")
+        if not is_timestamp(self.timestamp):
+            raise MalformedMessage(f"log.timestamp '{printable(self.timestamp, 40)}' is not "
+                                   f"an RFC 3339 UTC timestamp with microseconds")
 
 
 class Ready(Message):
@@ -183,6 +274,10 @@ class WorkloadStarted(Message):
     def __init__(self, pid: int) -> None:
         self.pid = pid
 
+    def check(self) -> None:
+        if not 1 <= self.pid <= MAX_PID:
+            raise MalformedMessage(f"workload_started.pid {self.pid} is not a pid")
+
 
 class WorkloadExited(Message):
     """Exactly one of ``code`` (normal exit) and ``signal`` (killed by it) is set."""
@@ -194,6 +289,16 @@ class WorkloadExited(Message):
     def __init__(self, code: int | None, signal: int | None) -> None:
         self.code = code
         self.signal = signal
+
+    def check(self) -> None:
+        if (self.code is None) == (self.signal is None):
+            raise MalformedMessage("workload_exited must have exactly one of code and signal")
+        if self.code is not None and not 0 <= self.code <= MAX_EXIT_CODE:
+            raise MalformedMessage(f"workload_exited.code {self.code} is outside "
+                                   f"0-{MAX_EXIT_CODE}")
+        if self.signal is not None and not 1 <= self.signal <= MAX_SIGNAL:
+            raise MalformedMessage(f"workload_exited.signal {self.signal} is outside "
+                                   f"1-{MAX_SIGNAL}")
 
 
 class SetupFailed(Message):
@@ -209,6 +314,15 @@ class SetupFailed(Message):
         self.exit_code = exit_code
         self.error = error
         self.message = message
+
+    def check(self) -> None:
+        # 0 would make a failure look like success, anything else a workload's own status.
+        if self.exit_code not in SETUP_EXIT_CODES:
+            raise MalformedMessage(f"setup_failed.exit_code {self.exit_code} is not one of "
+                                   f"{', '.join(map(str, SETUP_EXIT_CODES))}")
+        if not is_dotted_name(self.error):
+            raise MalformedMessage(f"setup_failed.error '{printable(self.error, 80)}' is not a "
+                                   f"dotted error name")
 
 
 MESSAGE_TYPES: dict[str, type[Message]] = {

@@ -13,6 +13,13 @@ class ContainerResult:
     killed it, 125/126/127 when pyctr could not start it. Because a workload may itself return
     125-127, ``error`` (a dotted name such as ``command.not_found``) and ``message`` tell a
     setup failure apart: they are None when the workload ran.
+
+    ``error == "protocol.error"`` (``exit_code`` 125, ``signal`` None): the container's init
+    broke the protocol (a message that does not decode, is out of place or out of range, or
+    brings descriptors it should not), so the supervisor killed the container; it has been
+    reaped by the time the result exists. ``message`` says what was wrong, on one line.
+    ``message`` is always one printable line: what came from inside the container has its
+    control characters escaped (``\\x1b``).
     """
 
     __slots__ = ("command", "container", "cpu_seconds", "duration", "error", "exit_code",

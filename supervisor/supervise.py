@@ -7,6 +7,17 @@ the init (which relays them to the workload), and turns cancellation into the st
 the stop signal, then SIGKILL after the stop timeout. Killing the init is enough to kill the
 whole container: when PID 1 of a PID namespace dies, the kernel kills every other process in
 it.
+
+Nothing that arrives on init's socket is trusted: the workload may have taken it over. Every
+message is decoded, range-checked (``Message.check``) and must be one the conversation
+expects at that point (``Phase``); the descriptors that come with it must be the ones asked
+for (only ``Terminal`` brings one, and only with a terminal). Any failure to handle a message,
+whatever raised it, is a protocol error: the init is killed through its pidfd, the result
+says ``protocol.error`` (status ``EXIT_PROTOCOL_ERROR``) and no more messages are read. Init's
+log fields are re-emitted under ``source=init`` without ever replacing the record's own
+fields (``relay_init_log``), text from inside reaches the user's terminal escaped
+(``printable``), and an init that lingers after reporting the end is killed. Whatever
+happens, ``supervise`` returns or raises only once the init has been reaped.
 """
 
 from __future__ import annotations
@@ -14,15 +25,16 @@ from __future__ import annotations
 import os
 import signal
 import socket
+import stat
 import time
 
 import structlog
 import trio
 
 from pyctr.protocol import (
-    LOG_LEVELS,
     Hello,
     Log,
+    Message,
     ProtocolError,
     Ready,
     SetupFailed,
@@ -32,12 +44,13 @@ from pyctr.protocol import (
     check_hello,
     decode,
 )
+from pyctr.protocol.messages import EXIT_PROTOCOL_ERROR, printable
 
 from . import channel
 from .channel import Ancillary
 from .errors import EXIT_PYCTR_FAILED
 from .output import as_text, collect, feed, pump
-from .relay import copy_from_terminal, copy_to_terminal
+from .relay import copy_from_terminal, copy_input_to_pipe, copy_to_terminal
 from .result import ContainerResult
 from .signalfd import describe_sender, open_signalfd, read_signals
 from .signals import (
@@ -56,6 +69,56 @@ if TYPE_CHECKING:
 
     from .config import ContainerConfig
     from .spawn import InitProcess
+
+LINGER_TIMEOUT = 3.0
+"""Seconds an init may take to exit after it has reported the workload's exit or a setup
+failure (it exits right after sending either); then it is killed. An init that lingers is
+not ours any more: the workload may have sent the report."""
+MESSAGE_LIMIT = 4096
+"""Characters of a ``SetupFailed`` message shown (init's own are far shorter)."""
+REASON_LIMIT = 300
+"""Characters of a protocol error's reason, which may quote what init sent."""
+INIT_FIELDS = "init_fields"
+"""Where init's log fields go that would replace a field of the record itself."""
+RESERVED_FIELDS = frozenset((
+    # The record's own fields (schema/log-record.schema.json); ``message`` only when it is
+    # not text, see ``_collides``.
+    "timestamp", "level", "event", "container", "source",
+    # Keys structlog's processors and renderers act on, and the logging methods' parameters.
+    "exc_info", "exception", "stack", "stack_info", "positional_args", "logger",
+    "logger_name", "log_level", "self", "method_name",
+    INIT_FIELDS,
+))
+"""Keys of init's log fields that are moved under ``init_fields`` (also any key that starts
+with an underscore, structlog's private keys such as ``_record``)."""
+SUPERVISOR_EVENTS = frozenset((
+    "container.created", "spec.field_not_applied", "container.ready", "workload.started",
+    "workload.output", "signal.forwarded", "terminal.attached", "terminal.resized",
+    "supervisor.suspended", "supervisor.resumed", "container.killed", "container.stopping",
+    "workload.exited", "container.failed", "container.cleanup_done",
+))
+"""Events only the supervisor (or the workload's captured output) writes: init may not send
+them, or a record with ``source=init`` could pass for one of ours."""
+
+
+class Phase:
+    """Where the conversation with init is; each phase names the messages it accepts. The
+    order is init's (``pyctr.protocol.messages``): hello, then log events, ready, the
+    terminal (with one only), the workload's start and exit; a setup failure ends it at any
+    point."""
+
+    GREETING = "greeting"  # hello or setup_failed
+    BUILDING = "building"  # log, ready, setup_failed
+    READY = "ready"  # log, terminal (once, with a terminal), workload_started, setup_failed
+    RUNNING = "running"  # log, workload_exited, setup_failed
+    DONE = "done"  # nothing: init exits
+
+
+def _collides(key: str, value: object) -> bool:
+    """Whether init's log field ``key`` would replace (or disturb) a field of the record."""
+    return key in RESERVED_FIELDS or key.startswith("_") or (
+        key == "message" and not isinstance(value, str))
+
 
 class Container:
     """A running container, as ``await nursery.start(run, config)`` returns it (the way
@@ -103,7 +166,9 @@ class _Supervision:
         self.log = structlog.get_logger("pyctr").bind(container=config.name, source="supervisor")
         self.init_log = self.log.bind(source="init")
         self.output_log = self.log.bind(source="workload")
-        self.greeted = False
+        self.phase = Phase.GREETING
+        self.broken = False
+        """A protocol error happened: nothing more is read from the socket."""
         self.exited = False
         self.stop_requests = 0
         self.killed = False
@@ -131,9 +196,25 @@ class _Supervision:
         self.send(self.config.first_stop_signal)
 
     def kill(self, reason: str) -> None:
-        if not self.killed and self.send(signal.SIGKILL):
-            self.killed = True
+        if self.send_kill():
             self.log.warning("container.killed", reason=reason)
+
+    def kill_quietly(self, reason: str) -> None:
+        """``kill`` for when supervision itself is failing: the record is written if it can
+        be (the logging may be what failed; the kill is what matters)."""
+        if self.send_kill():
+            try:
+                self.log.warning("container.killed", reason=reason)
+            except Exception:
+                pass
+
+    def send_kill(self) -> bool:
+        """SIGKILL through the pidfd, once; True when this call sent it (the record is the
+        caller's to write, after the signal is on its way)."""
+        if self.killed or not self.send(signal.SIGKILL):
+            return False
+        self.killed = True
+        return True
 
     def stop(self, nursery: trio.Nursery, reason: str) -> None:
         """Ask the container to stop; escalate to SIGKILL after the stop timeout."""
@@ -235,48 +316,123 @@ class _Supervision:
     # -- messages from the init ---------------------------------------------------------
 
     async def read_messages(self) -> None:
+        """Handle init's messages until its end of the socket closes or it exits, whichever
+        comes first: the reading must not depend on a socket someone else may hold open.
+        What it sent before it exited is handled all the same."""
+        # A task of the outer nursery watches the pidfd (not a nursery of our own: a caller's
+        # cancellation must come out of here as itself, not inside an exception group).
+        assert self.nursery is not None
+        with trio.CancelScope() as reading:
+            watching = trio.CancelScope()
+
+            async def stop_reading_at_exit() -> None:
+                with watching:
+                    if watching.cancel_called:
+                        return  # the reading ended before this task ran: the pidfd is not ours
+                    await trio.lowlevel.wait_readable(self.init.pidfd)
+                    reading.cancel()
+
+            self.nursery.start_soon(stop_reading_at_exit)
+            try:
+                await self._read_until_closed()
+            finally:
+                watching.cancel()  # before anyone else waits on the pidfd (``reap``)
+        self.drain_messages()
+
+    async def _read_until_closed(self) -> None:
         sock = trio.socket.from_stdlib_socket(self.init.sock)
-        while (frame := await channel.receive(sock)) is not None:
-            if not self.receive(*frame):
+        while not self.broken:
+            try:
+                frame = await channel.receive(sock)
+            except OSError as exc:
+                self.protocol_error(f"cannot read init's socket: {exc}")
                 return
+            if frame is None:
+                return
+            self.receive(*frame)
 
     def drain_messages(self) -> None:
         """Handle what the init has sent so far without waiting (at start, and after a
         cancelled ``read_messages``)."""
-        while (frame := channel.receive_now(self.init.sock)) is not None:
-            if not self.receive(*frame):
+        while not self.broken:
+            try:
+                frame = channel.receive_now(self.init.sock)
+            except OSError as exc:
+                self.protocol_error(f"cannot read init's socket: {exc}")
                 return
+            if frame is None:
+                return
+            self.receive(*frame)
 
-    def receive(self, data: bytes, ancillary: Ancillary) -> bool:
-        """Handle one message; False when the conversation cannot go on."""
+    def receive(self, data: bytes, ancillary: Ancillary) -> None:
+        """Handle one message. Whatever goes wrong with it (it does not decode, is out of
+        range or out of place, brings descriptors, or handling it raises) is a protocol
+        error: the container is killed."""
         try:
-            self.handle(decode(data), ancillary)
-        except ProtocolError as exc:
-            self.fail("protocol.error", f"bad message from init: {exc}")
-            self.kill("protocol error")
-            return False
+            message = decode(data)
+            message.check()
+            if ancillary.truncated:
+                raise ProtocolError(f"{message.TYPE} message came with more descriptors or "
+                                    f"control data than any message carries")
+            if ancillary.fds and not isinstance(message, Terminal):
+                raise ProtocolError(f"{message.TYPE} message came with {len(ancillary.fds)} "
+                                    f"file descriptor(s); it carries none")
+            self.handle(message, ancillary)
+        except Exception as exc:
+            reason = str(exc) if isinstance(exc, ProtocolError) else (
+                f"handling it failed: {type(exc).__name__}: {exc}")
+            self.protocol_error(f"bad message from init: {reason}")
         finally:
             ancillary.close()  # whatever descriptor was not taken is not ours to keep
-        return True
 
-    def handle(self, message: object, ancillary: Ancillary) -> None:
-        if not self.greeted:
-            if not isinstance(message, Hello | SetupFailed):
-                raise ProtocolError(f"expected hello from init, got {message!r}")
-            if isinstance(message, Hello):
-                check_hello(message, "init")  # a VersionMismatch is a ProtocolError
-                self.greeted = True
-                return
-        if isinstance(message, Log):
+    def protocol_error(self, reason: str) -> None:
+        """Kill the container (first: whatever fails next, it is on its way), stop reading,
+        and report ``protocol.error``, once, even over an earlier failure init reported."""
+        if self.broken:
+            return
+        self.broken = True
+        killed = self.send_kill()
+        self.result.signal = None  # whatever init said about the workload's end is void
+        try:
+            self.fail("protocol.error", printable(reason, REASON_LIMIT), EXIT_PROTOCOL_ERROR,
+                      replace=True)
+        finally:
+            if killed:
+                self.log.warning("container.killed", reason="protocol error")
+
+    def handle(self, message: Message, ancillary: Ancillary) -> None:
+        phase = self.phase
+        if isinstance(message, SetupFailed) and phase != Phase.DONE:
+            self.phase = Phase.DONE
+            self.fail(message.error, printable(message.message, MESSAGE_LIMIT),
+                      message.exit_code)
+            self.expect_exit("a setup failure")
+        elif isinstance(message, Hello) and phase == Phase.GREETING:
+            check_hello(message, "init")  # a VersionMismatch is a ProtocolError
+            self.phase = Phase.BUILDING
+        elif isinstance(message, Log) and phase in (Phase.BUILDING, Phase.READY,
+                                                    Phase.RUNNING):
             self.relay_init_log(message)
-        elif isinstance(message, Ready):
+        elif isinstance(message, Ready) and phase == Phase.BUILDING:
+            self.phase = Phase.READY
             self.log.info("container.ready", namespaces=message.namespaces,
                           mounts=message.mounts, init_pid=self.init.pid)
-        elif isinstance(message, Terminal):
-            if not ancillary.fds:
-                raise ProtocolError("terminal message without its descriptor")
-            self.attach_terminal(ancillary.fds.pop(0))
-        elif isinstance(message, WorkloadStarted):
+        elif isinstance(message, Terminal) and phase == Phase.READY and self.master is None:
+            if not self.config.tty:
+                raise ProtocolError("terminal message, but the container has no terminal "
+                                    "(-t / process.terminal)")
+            if len(ancillary.fds) != 1:
+                raise ProtocolError(f"terminal message with {len(ancillary.fds)} file "
+                                    f"descriptors instead of one")
+            master = ancillary.fds[0]
+            if not (stat.S_ISCHR(os.fstat(master).st_mode) and os.isatty(master)):
+                raise ProtocolError("terminal message with a descriptor that is not a "
+                                    "terminal")
+            self.attach_terminal(ancillary.fds.pop())
+        elif isinstance(message, WorkloadStarted) and phase == Phase.READY:
+            if self.config.tty and self.master is None:
+                raise ProtocolError("workload_started before the terminal message")
+            self.phase = Phase.RUNNING
             self.result.pid = message.pid
             # Sent with the workload's credentials: the kernel gave us its pid as the host
             # sees it (the init's own pid means the init could not name the workload).
@@ -284,7 +440,8 @@ class _Supervision:
                 self.result.host_pid = ancillary.pid
             self.log.info("workload.started", pid=message.pid, host_pid=self.result.host_pid,
                           command=self.config.command)
-        elif isinstance(message, WorkloadExited):
+        elif isinstance(message, WorkloadExited) and phase == Phase.RUNNING:
+            self.phase = Phase.DONE
             self.exited = True
             if message.signal is not None:
                 self.result.signal = message.signal
@@ -292,20 +449,46 @@ class _Supervision:
             else:
                 self.result.exit_code = message.code if message.code is not None else 0
             self.result.duration = time.monotonic() - self.init.started
-        elif isinstance(message, SetupFailed):
-            self.fail(message.error, message.message, message.exit_code)
+            self.expect_exit("the workload's exit")
         else:
-            raise ProtocolError(f"unexpected message from init: {message!r}")
+            raise ProtocolError(f"unexpected {message.TYPE} message from init "
+                                f"({_EXPECTED[phase]})")
+
+    def expect_exit(self, what: str) -> None:
+        """Init has said its last word and exits now; kill it if it does not."""
+        if self.nursery is not None:
+            self.nursery.start_soon(self._kill_if_lingering, what)
+
+    async def _kill_if_lingering(self, what: str) -> None:
+        await trio.sleep(LINGER_TIMEOUT)
+        if not self.reaped:
+            self.kill(f"init did not exit within {LINGER_TIMEOUT:g}s of reporting {what}")
 
     def relay_init_log(self, message: Log) -> None:
-        level = message.level if message.level in LOG_LEVELS else "info"
-        fields: dict[str, Any] = dict(message.fields)
-        fields.pop("container", None)
-        fields.pop("source", None)
-        getattr(self.init_log, level)(message.event, timestamp=message.timestamp, **fields)
+        """Re-emit init's event as ours, with ``source=init`` and init's timestamp. A field
+        of init's that would replace one of the record's own (``timestamp``, ``level``,
+        ``event``, ``container``, ``source``, a ``message`` that is not text, structlog's
+        special keys, ``_``-prefixed keys, ``init_fields`` itself) is moved, unchanged, into
+        the one field ``init_fields``; the rest stay as they are."""
+        if message.event in SUPERVISOR_EVENTS:
+            raise ProtocolError(f"init may not log the supervisor's event {message.event}")
+        fields: dict[str, Any] = {}
+        moved: dict[str, Any] = {}
+        for key, value in message.fields.items():
+            if _collides(key, value):
+                moved[key] = value
+            else:
+                fields[key] = value
+        if moved:
+            fields[INIT_FIELDS] = moved
+        getattr(self.init_log, message.level)(message.event, timestamp=message.timestamp,
+                                              **fields)
 
-    def fail(self, error: str, message: str, exit_code: int = EXIT_PYCTR_FAILED) -> None:
-        if self.result.error is None:
+    def fail(self, error: str, message: str, exit_code: int = EXIT_PYCTR_FAILED, *,
+             replace: bool = False) -> None:
+        """Record the failure in the result and log it, unless one is recorded already
+        (``replace``: a protocol error, which makes an earlier report of init's suspect)."""
+        if self.result.error is None or replace:
             self.result.error, self.result.message = error, message
             self.result.exit_code = exit_code
             self.log.error("container.failed", error=error, message=message,
@@ -315,8 +498,8 @@ class _Supervision:
 
     def log_exit(self) -> None:
         """``workload.exited``, once, after the output has been drained (so it comes last)."""
-        if self.exit_logged or not (self.exited or self.exit_reason):
-            return
+        if self.exit_logged or self.broken or not (self.exited or self.exit_reason):
+            return  # after a protocol error, what init said about the exit is not believed
         self.exit_logged = True
         signum = self.result.signal
         fields: dict[str, Any] = {
@@ -350,6 +533,30 @@ class _Supervision:
             self.fail("init.exited", f"container init exited with status "
                       f"{os.waitstatus_to_exitcode(status)} before reporting the workload's exit")
 
+    async def kill_and_reap(self) -> None:
+        """The last resort, when supervision ends early (an exception, a bug): SIGKILL the
+        init unless it has been reaped, wait for it and reap it, so that nothing of the
+        container outlives ``supervise``."""
+        if self.reaped:
+            return
+        with trio.CancelScope(shield=True):
+            self.kill_quietly("supervision failed")
+            await trio.lowlevel.wait_readable(self.init.pidfd)
+            try:
+                os.wait4(self.init.pid, 0)
+            except ChildProcessError:
+                pass  # reaped by someone else (it is gone either way)
+            self.reaped = True
+
+
+_EXPECTED = {
+    Phase.GREETING: "expected hello or setup_failed",
+    Phase.BUILDING: "expected log events, ready or setup_failed",
+    Phase.READY: "expected log events, terminal, workload_started or setup_failed",
+    Phase.RUNNING: "expected log events, workload_exited or setup_failed",
+    Phase.DONE: "it had already reported the end",
+}
+
 
 async def supervise(
     init: InitProcess,
@@ -377,10 +584,80 @@ async def supervise(
     container can be started with ``nursery.start``.
     """
     # spawn_init made our end with the C module (pyctr.linux); trio wants the class.
-    init.sock = socket.socket(fileno=init.sock.detach())
-    state = _Supervision(init, config, terminal, job_control=forward_signals == "signalfd",
-                         commit_logs=commit_logs)
-    state.log.info("container.created", init_pid=init.pid, rootfs=config.rootfs,
+    try:
+        init.sock = socket.socket(fileno=init.sock.detach())
+        state = _Supervision(init, config, terminal, job_control=forward_signals == "signalfd",
+                             commit_logs=commit_logs)
+    except BaseException:
+        init.abort()  # SIGKILL, reap, release: never return or raise with the init alive
+        raise
+    try:
+        _announce(state)
+        async with trio.open_nursery() as nursery:
+            state.nursery = nursery
+            if forward_signals == "signalfd":
+                await nursery.start(state.forward_with_signalfd, nursery)
+            elif forward_signals == "trio":
+                await nursery.start(state.forward_with_trio, nursery)
+            if init.stdin is not None and "stdin" in init.relayed:
+                nursery.start_soon(copy_input_to_pipe, 0, init.stdin)
+                init.stdin = None  # the copy closes it
+            elif init.stdin is not None:
+                nursery.start_soon(feed, init.stdin, stdin or b"")
+                init.stdin = None  # feed closes it
+            task_status.started(Container(state))
+            # The output readers end by themselves at end of file, once every process of the
+            # container is gone; this nursery waits for them.
+            collected: dict[str, bytearray] = {}
+            async with trio.open_nursery() as readers:
+                state.readers = readers
+                try:
+                    # What the init has sent while we were starting (usually up to the
+                    # workload's start) is logged before any of the workload's output.
+                    state.drain_messages()
+                    for stream, fd in init.output.items():
+                        if stream in init.relayed:  # a terminal of ours, never handed in
+                            target = 1 if stream == "stdout" else 2
+                            readers.start_soon(copy_to_terminal, fd, target)
+                        elif stream in collect_output:
+                            collected[stream] = bytearray()
+                            readers.start_soon(collect, fd, collected[stream])
+                        else:
+                            readers.start_soon(pump, fd, stream, state.emit_output)
+                    init.output = {}  # the readers own (and close) them now
+                    await state.read_messages()
+                    await state.reap()
+                except trio.Cancelled:
+                    with trio.CancelScope(shield=True):
+                        await _stop_for_cancellation(state)
+                    raise
+                except BaseException:
+                    # The readers end only once every process of the container is gone.
+                    state.kill_quietly("supervision failed")
+                    raise
+            if "stdout" in collected:
+                state.result.stdout = bytes(collected["stdout"])
+            if "stderr" in collected:
+                state.result.stderr = bytes(collected["stderr"])
+            nursery.cancel_scope.cancel()
+    finally:
+        try:
+            await state.kill_and_reap()  # a no-op unless supervision ended early
+            state.log_exit()
+        finally:
+            if state.master is not None:
+                os.close(state.master)
+            if terminal is not None:
+                terminal.restore()
+            init.close()
+        state.log.info("container.cleanup_done", exit_code=state.result.exit_code)
+    return state.result
+
+
+def _announce(state: _Supervision) -> None:
+    """``container.created``, and a warning for each spec field not applied."""
+    config = state.config
+    state.log.info("container.created", init_pid=state.init.pid, rootfs=config.rootfs,
                    hostname=config.hostname, command=config.command,
                    capture_output=config.capture_output)
     for field in config.spec.pending_fields() if config.spec is not None else ():
@@ -393,53 +670,6 @@ async def supervise(
                           capabilities=caps.unraisable(),
                           message="ambient capabilities must be permitted and inheritable too; "
                                   "these are not raised")
-    try:
-        async with trio.open_nursery() as nursery:
-            state.nursery = nursery
-            if forward_signals == "signalfd":
-                await nursery.start(state.forward_with_signalfd, nursery)
-            elif forward_signals == "trio":
-                await nursery.start(state.forward_with_trio, nursery)
-            if init.stdin is not None:
-                nursery.start_soon(feed, init.stdin, stdin or b"")
-                init.stdin = None  # feed closes it
-            task_status.started(Container(state))
-            # The output readers end by themselves at end of file, once every process of the
-            # container is gone; this nursery waits for them.
-            async with trio.open_nursery() as readers:
-                state.readers = readers
-                # What the init has sent while we were starting (usually up to the workload's
-                # start) is logged before any of the workload's output.
-                state.drain_messages()
-                collected: dict[str, bytearray] = {}
-                for stream, fd in init.output.items():
-                    if stream in collect_output:
-                        collected[stream] = bytearray()
-                        readers.start_soon(collect, fd, collected[stream])
-                    else:
-                        readers.start_soon(pump, fd, stream, state.emit_output)
-                init.output = {}  # the readers own (and close) them now
-                try:
-                    await state.read_messages()
-                    await state.reap()
-                except trio.Cancelled:
-                    with trio.CancelScope(shield=True):
-                        await _stop_for_cancellation(state)
-                    raise
-            if "stdout" in collected:
-                state.result.stdout = bytes(collected["stdout"])
-            if "stderr" in collected:
-                state.result.stderr = bytes(collected["stderr"])
-            nursery.cancel_scope.cancel()
-    finally:
-        state.log_exit()
-        if state.master is not None:
-            os.close(state.master)
-        if terminal is not None:
-            terminal.restore()
-        init.close()
-        state.log.info("container.cleanup_done", exit_code=state.result.exit_code)
-    return state.result
 
 
 async def _stop_for_cancellation(state: _Supervision) -> None:
