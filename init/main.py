@@ -26,6 +26,9 @@ from pyctr.linux.syscalls import (
     CLONE_NEWUTS,
     LinuxSyscalls,
     SyscallError,
+    hide_command_line_and_environment,
+    join_new_session_keyring,
+    set_not_dumpable,
     set_parent_death_signal,
     set_process_name,
 )
@@ -89,6 +92,10 @@ def run(sock: socket.socket, started: int = -1, spec: Spec | None = None) -> NoR
 
 
 def _run(channel: Channel, started: int, inherited: Spec | None) -> int:
+    # Before anything a workload could see: no ptrace, no /proc/1/{mem,environ,fd,exe,...}
+    # for a process without CAP_SYS_PTRACE, and no host paths or environment to read.
+    set_not_dumpable()
+    hide_command_line_and_environment("pyctr-init")
     # A collection walks every object, and in a forked init each one it touches is a page
     # copied from the parent; init's few allocations are freed by reference counting alone.
     gc.disable()
@@ -110,6 +117,10 @@ def _run(channel: Channel, started: int, inherited: Spec | None) -> int:
     signal.pthread_sigmask(signal.SIG_BLOCK, WAITED_SIGNALS)
     workload.reset_ignored_signals()
     os.setsid()  # no controlling terminal: the host's Ctrl-C reaches us only via the supervisor
+    try:
+        join_new_session_keyring()
+    except SyscallError:
+        pass  # a kernel without keys (CONFIG_KEYS=n): there is no host keyring to share
 
     config = _handshake(channel)
     if isinstance(config, SetupFailed):
@@ -144,7 +155,9 @@ def _run(channel: Channel, started: int, inherited: Spec | None) -> int:
             channel.send_with_descriptors(Terminal(), [master])
             os.close(master)  # the supervisor holds it now
         channel.log("debug", "workload.exec", path=path, argv=list(argv))
-        pid = workload.start(path, argv, env, process, terminal)
+        seccomp = (bytes.fromhex(config.seccomp), config.seccomp_flags) if config.seccomp \
+            else None
+        pid = workload.start(path, argv, env, process, terminal, seccomp)
     except workload.WorkloadError as exc:
         channel.send(SetupFailed(exc.exit_code, exc.error, exc.message))
         return exc.exit_code
@@ -192,7 +205,8 @@ def build_container(config: Config, spec: Spec, sys: Syscalls,
                     channel: Channel) -> tuple[list[str], list[str]]:
     """Join and enter the namespaces, set the host and domain names, bring up lo and build
     the root filesystem; return the namespaces and the mount points."""
-    plan = plan_root(spec, config.rootfs, chroot=config.chroot)  # reads the host's cgroups
+    plan = plan_root(spec, config.rootfs, chroot=config.chroot,  # reads the host's cgroups
+                     nodev=config.nodev)
     flags = 0
     entered = []
     for name, flag in NAMESPACES:

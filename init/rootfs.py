@@ -52,6 +52,7 @@ from pyctr.linux.syscalls import (
     SyscallError,
 )
 from pyctr.spec.model import DEV_LINKS, DEVICES
+from pyctr.spec.model import Mount as SpecMount
 
 from . import cgroupfs
 
@@ -62,10 +63,10 @@ if TYPE_CHECKING:
 
     from pyctr.linux.syscalls import Syscalls
     from pyctr.spec.model import Device, Spec
-    from pyctr.spec.model import Mount as SpecMount
 
     Step: TypeAlias = ("Mount | MountInRoot | CgroupMounts | MakeNodes | Sysctl | ReadOnlyPath"
-                       " | MaskedPath | ReadOnlyRoot | PivotRoot | Chroot | Propagation")
+                       " | MaskedPath | NodevRoot | ReadOnlyRoot | PivotRoot | Chroot"
+                       " | Propagation")
 
 # mount(8)'s option names: (flag to set, or to clear when the second item is True).
 FLAG_OPTIONS: dict[str, tuple[int, bool]] = {
@@ -369,6 +370,16 @@ class Sysctl:
             sys.write_file(target, self.value)
 
 
+class NodevRoot:
+    """No device node in the root, or in any mount already below it, opens: the fallback
+    where the kernel cannot hold the container to its devices (``Config.nodev``)."""
+
+    __slots__ = ()
+
+    def apply(self, sys: Syscalls, root: str) -> None:
+        sys.set_recursive(root, MS_NODEV)
+
+
 class ReadOnlyRoot:
     __slots__ = ()
 
@@ -420,8 +431,10 @@ class Propagation:
         sys.mount(None, "/", None, self.flags, None)
 
 
-def plan_root(spec: Spec, rootfs: str, *, chroot: bool = False) -> list[Step]:
-    """The steps that turn the absolute host path ``rootfs`` into the container's root."""
+def plan_root(spec: Spec, rootfs: str, *, chroot: bool = False,
+              nodev: bool = False) -> list[Step]:
+    """The steps that turn the absolute host path ``rootfs`` into the container's root.
+    ``nodev``: every mount but ``/dev`` and those below it is made nodev, the root too."""
     if not os.path.isabs(rootfs):
         raise ValueError(f"rootfs must be an absolute path, not {rootfs!r}")
     root = rootfs.rstrip("/") or "/"
@@ -435,9 +448,15 @@ def plan_root(spec: Spec, rootfs: str, *, chroot: bool = False) -> list[Step]:
         Mount(None, "/", None, MS_REC | (MS_SLAVE if propagating else MS_PRIVATE), None),
         Mount(root, root, None, MS_BIND | MS_REC, None),
     ]
+    if nodev:
+        plan.append(NodevRoot())
     destinations = set()
     for mount in spec.mounts:
-        destinations.add(mount.destination.rstrip("/") or "/")
+        destination = mount.destination.rstrip("/") or "/"
+        destinations.add(destination)
+        if nodev and destination != "/dev" and not destination.startswith("/dev/"):
+            mount = SpecMount(mount.destination, mount.type, mount.source,
+                              [*mount.options, "nodev"])
         plan.append(CgroupMounts(mount) if mount.type == "cgroup" and not mount.is_bind
                     else MountInRoot(mount))
     plan += _devices(spec.linux.devices, "/dev" in destinations, spec.process.terminal)

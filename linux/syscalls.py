@@ -86,6 +86,8 @@ RECURSIVE_FLAGS = MS_RDONLY | MS_NOSUID | MS_NODEV | MS_NOEXEC
 
 PR_SET_PDEATHSIG = 1
 PR_SET_NAME = 15
+PR_SET_DUMPABLE = 4
+_KEYCTL_JOIN_SESSION_KEYRING = 1
 
 _SIOCGIFFLAGS = 0x8913
 _SIOCSIFFLAGS = 0x8914
@@ -100,6 +102,7 @@ _SYS_SETDOMAINNAME = {"x86_64": 171, "aarch64": 162, "riscv64": 162, "ppc64le": 
 _SYS_PRLIMIT64 = {"x86_64": 302, "aarch64": 261, "riscv64": 261, "ppc64le": 325, "s390x": 334}
 _SYS_RT_SIGACTION = {"x86_64": 13, "aarch64": 134, "riscv64": 134, "ppc64le": 173,
                      "s390x": 174}
+_SYS_KEYCTL = {"x86_64": 250, "aarch64": 219, "riscv64": 219, "ppc64le": 271, "s390x": 280}
 _SYS_MOUNT_SETATTR = dict.fromkeys(("x86_64", "aarch64", "riscv64", "ppc64le", "s390x"), 442)
 
 
@@ -170,6 +173,44 @@ def reset_signal_disposition(signum: int) -> None:
     # struct kernel_sigaction: handler (0 = SIG_DFL), flags, restorer, mask, all zero.
     _check(libc.syscall(_number(_SYS_RT_SIGACTION, "rt_sigaction"), signum, bytes(32), None, 8),
            "rt_sigaction", str(signum))
+
+
+def set_not_dumpable() -> None:
+    """No core dumps, and /proc/PID/{mem,maps,environ,fd,exe,...} and ptrace only for those
+    with CAP_SYS_PTRACE: the init holds host paths and descriptors a workload must not reach."""
+    _check(libc.prctl(PR_SET_DUMPABLE, 0, 0, 0, 0), "prctl(PR_SET_DUMPABLE)")
+
+
+def join_new_session_keyring() -> None:
+    """A new anonymous session keyring, so the container does not share the host session's
+    keys (an unnamed one: a named keyring could be joined by another container)."""
+    _check(libc.syscall(_number(_SYS_KEYCTL, "keyctl"), _KEYCTL_JOIN_SESSION_KEYRING, None),
+           "keyctl(KEYCTL_JOIN_SESSION_KEYRING)")
+
+
+def hide_command_line_and_environment(title: str) -> None:
+    """Overwrite the memory /proc/PID/cmdline and /proc/PID/environ read from (the argument
+    and environment strings the process was started with) and empty the environment: a
+    forked init would otherwise show the supervisor's command line, with host paths, to
+    anyone in the container, and keep the host shell's environment. ``title`` becomes the
+    command line, cut to fit."""
+    os.environ.clear()  # unsetenv each: libc's environ no longer points into that memory
+    with open("/proc/self/stat", "rb") as file:
+        stat = file.read()
+    # Fields after the command name (which may hold spaces) in proc(5)'s numbering from 3;
+    # arg_start, arg_end, env_start and env_end are fields 48-51.
+    fields = stat[stat.rindex(b")") + 2:].split()
+    arg_start, arg_end, env_start, env_end = (int(value) for value in fields[45:49])
+    text = os.fsencode(title)[:max(arg_end - arg_start - 1, 0)]
+    with open("/proc/self/mem", "r+b", buffering=0) as memory:
+        if env_end > env_start:
+            memory.seek(env_start)
+            memory.write(bytes(env_end - env_start))
+        if arg_end > arg_start:
+            # A last byte that is not NUL tells the kernel the title was rewritten in place
+            # (setproctitle's convention): cmdline then ends at the first NUL, the title's.
+            memory.seek(arg_start)
+            memory.write((text + b"\0").ljust(arg_end - arg_start, b" "))
 
 
 def set_process_name(name: str) -> None:
@@ -489,6 +530,17 @@ _PR_CAP_AMBIENT_RAISE = 2
 _PR_CAP_AMBIENT_CLEAR_ALL = 4
 _CAPABILITY_VERSION_3 = 0x20080522
 _SYS_CAPSET = {"x86_64": 126, "aarch64": 91, "riscv64": 91, "ppc64le": 184, "s390x": 185}
+
+
+def held_capabilities() -> list[str]:
+    """The names of the capabilities this process holds (its permitted set): all a container
+    can be given, since nobody can grant more than they have."""
+    with open("/proc/self/status", "rb") as file:
+        for line in file:
+            if line.startswith(b"CapPrm:"):
+                held = int(line.split()[1], 16)
+                return [name for name, number in CAPABILITIES.items() if held >> number & 1]
+    return []
 
 
 def last_capability() -> int:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 
 from .model import Linux, Mount, Namespace, Process, Rlimit, Spec, SpecError, User
+from .security import SecurityOptions
 
 DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 DEFAULT_STOP_TIMEOUT = 10.0
@@ -45,8 +46,8 @@ class DockerOptions:
     """A container as docker's options describe it (``ContainerConfig``'s keywords, the CLI's
     flags), kept as given until ``build`` turns it into a spec."""
 
-    __slots__ = ("command", "env", "hostname", "mounts", "read_only", "tmpfs", "tty", "ulimits",
-                 "user", "volumes", "workdir")
+    __slots__ = ("command", "env", "hostname", "mounts", "read_only", "security", "tmpfs", "tty",
+                 "ulimits", "user", "volumes", "workdir")
 
     def __init__(self, command: list[str], *, hostname: str | None = None,
                  env: dict[str, str] | None = None, workdir: str = "/",
@@ -54,8 +55,10 @@ class DockerOptions:
                  volumes: list[str] | tuple[str, ...] = (),
                  tmpfs: list[str] | tuple[str, ...] = (),
                  mounts: list[str] | tuple[str, ...] = (),
-                 ulimits: list[str] | tuple[str, ...] = (), tty: bool = False) -> None:
+                 ulimits: list[str] | tuple[str, ...] = (), tty: bool = False,
+                 security: SecurityOptions | None = None) -> None:
         self.command, self.hostname, self.env = list(command), hostname, dict(env or {})
+        self.security = security or SecurityOptions()
         self.workdir, self.user, self.read_only = workdir, user, read_only
         self.volumes, self.tmpfs = list(volumes), list(tmpfs)
         self.mounts, self.ulimits, self.tty = list(mounts), list(ulimits), tty
@@ -65,7 +68,7 @@ class DockerOptions:
                           workdir=self.workdir, user=self.user, read_only=self.read_only,
                           volumes=self.volumes, tmpfs=self.tmpfs, mounts=self.mounts,
                           ulimits=self.ulimits, tty=self.tty, term=term,
-                          make_volumes=make_volumes)
+                          make_volumes=make_volumes, security=self.security)
 
 
 def build_spec(rootfs: str, command: list[str], *, hostname: str | None,
@@ -74,9 +77,11 @@ def build_spec(rootfs: str, command: list[str], *, hostname: str | None,
                tmpfs: list[str] | tuple[str, ...] = (),
                mounts: list[str] | tuple[str, ...] = (),
                ulimits: list[str] | tuple[str, ...] = (), tty: bool = False,
-               term: str = "xterm", make_volumes: bool = True) -> Spec:
+               term: str = "xterm", make_volumes: bool = True,
+               security: SecurityOptions | None = None) -> Spec:
     """The spec of a container described with docker's options. ``user`` is looked up in the
-    rootfs (which must exist then); ``make_volumes`` creates missing named volumes."""
+    rootfs (which must exist then); ``make_volumes`` creates missing named volumes;
+    ``security``: capabilities, no_new_privs, seccomp and devices (default: docker's)."""
     if not os.path.isabs(workdir):
         raise SpecError(f"working directory {workdir!r} must be an absolute path")
     account_user, home = User(), "/root"
@@ -106,6 +111,9 @@ def build_spec(rootfs: str, command: list[str], *, hostname: str | None,
     spec = Spec(process, rootfs, root_readonly=read_only, hostname=hostname,
                 mounts=_with_overrides(default_mounts(), extra), linux=default_linux(),
                 oci_version=OCI_VERSION)
+    from pyctr.linux.syscalls import held_capabilities
+
+    (security or SecurityOptions()).apply(spec, held=held_capabilities())
     spec.check()
     return spec
 

@@ -273,12 +273,17 @@ def _linux(fields: _Fields) -> Linux:
     if propagation not in PROPAGATIONS:
         raise SpecError(f"linux.rootfsPropagation must be one of "
                         f"{', '.join(PROPAGATIONS[1:])}, got {propagation!r}")
+    seccomp = fields.take("seccomp")
+    if seccomp is not None:
+        from .seccomp import check_linux_seccomp
+
+        check_linux_seccomp(seccomp)
     linux = Linux(namespaces, devices=devices,
                   sysctl=sysctl,  # type: ignore[arg-type] # checked above
                   rootfs_propagation=propagation,
                   masked_paths=fields.texts("maskedPaths"),
                   readonly_paths=fields.texts("readonlyPaths"),
-                  seccomp=fields.take("seccomp"), resources=fields.take("resources"),
+                  seccomp=seccomp, resources=fields.take("resources"),
                   cgroups_path=fields.text("cgroupsPath"))
     fields.done()
     return linux

@@ -22,7 +22,7 @@ NAMESPACE_TYPES = ("pid", "network", "mount", "ipc", "uts", "user", "cgroup", "t
 PROPAGATIONS = ("", "private", "rprivate", "slave", "rslave", "shared", "rshared",
                 "unbindable", "runbindable")
 DEVICE_TYPES = ("c", "u", "b", "p")
-PENDING_FIELDS = ("linux.seccomp", "linux.resources", "linux.cgroupsPath")
+PENDING_FIELDS = ("linux.resources", "linux.cgroupsPath")
 CAPABILITY_SETS = ("bounding", "effective", "inheritable", "permitted", "ambient")
 """Accepted before the work that applies them lands; each gets a warning when present."""
 # The runtime spec's default devices, which every container gets whatever linux.devices says:
@@ -272,10 +272,12 @@ class Spec:
         _check(self)
 
     def pending_fields(self) -> list[str]:
-        """The fields present that pyctr accepts but does not apply yet (PENDING_FIELDS)."""
+        """The fields present that pyctr accepts but does not apply yet (PENDING_FIELDS);
+        of ``linux.resources``, its ``devices`` are applied (the container's cgroup)."""
+        resources = self.linux.resources
         present = {
-            "linux.seccomp": self.linux.seccomp is not None,
-            "linux.resources": self.linux.resources is not None,
+            "linux.resources": resources is not None and not (
+                isinstance(resources, dict) and set(resources) <= {"devices"}),
             "linux.cgroupsPath": self.linux.cgroups_path is not None,
         }
         return [name for name in PENDING_FIELDS if present[name]]

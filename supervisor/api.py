@@ -15,21 +15,19 @@
 
     trio.run(main)
 
-The init is forked from the calling process when it has no other thread (cheap: the init's
-modules are already imported), and started as a fresh interpreter otherwise, which is safe
-whatever threads the program runs. Events go through the caller's structlog configuration.
+Each container's init is a fresh interpreter, never a fork of the calling program: PID 1 of
+a container holds nothing of the caller's memory, and it is safe whatever threads the program
+runs. Events go through the caller's structlog configuration.
 """
 
 from __future__ import annotations
 
-import threading
-
 import structlog
 import trio
 
-from pyctr import init as _init  # noqa: F401 - here once, not in every forked init
 from pyctr.protocol import LOG_LEVELS
 
+from .cgroup import sweep_stale
 from .errors import PyctrError
 from .spawn import spawn_init
 from .supervise import Container, supervise
@@ -38,6 +36,9 @@ TYPE_CHECKING = False
 if TYPE_CHECKING:
     from .config import ContainerConfig
     from .result import ContainerResult
+
+
+_swept = False
 
 
 async def run(
@@ -72,7 +73,11 @@ async def run(
                          "combined: the output goes either to result or to log records",
                          error="usage.invalid")
     rootfs = config.check()
-    init = spawn_init(config, rootfs, fork=threading.active_count() == 1, collect=collect,
+    global _swept
+    if not _swept:  # what killed supervisors left (their containers' empty cgroups): once
+        _swept = True
+        sweep_stale()
+    init = spawn_init(config, rootfs, fork=False, collect=collect,
                       stdin=stdin is not None, log_level=_shown_level())
     result = await supervise(init, config, forward_signals="trio" if forward_signals else None,
                              collect_output=collect, stdin=stdin, task_status=task_status)

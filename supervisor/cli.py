@@ -114,7 +114,19 @@ def run_cli(argv: list[str]) -> int:
             terminal.close()
     if result.message:
         print(f"{PROG}: error: {result.message}", file=sys.stderr)
+    _sweep_stale_cgroups()
     return result.exit_code
+
+
+def _sweep_stale_cgroups() -> None:
+    """Remove what supervisors that were killed left (their containers' empty cgroups), now
+    that ours is done: nothing of it is on the way to a workload's start."""
+    from .cgroup import sweep_stale
+
+    try:
+        sweep_stale()
+    except OSError:
+        pass  # the next run tries again
 
 
 def _show(text: str) -> int:
@@ -183,8 +195,9 @@ def _config_from(line: CommandLine) -> ContainerConfig:
     return ContainerConfig(
         line.rootfs, line.command, hostname=line.hostname, env=env, workdir=line.workdir,
         user=line.user, read_only=line.read_only, volumes=line.volumes, tmpfs=line.tmpfs,
-        mounts=line.mounts, ulimits=line.ulimits, tty=line.tty,
-        **supervision,  # type: ignore[arg-type] # the constructor's own keywords, above
+        mounts=line.mounts, ulimits=line.ulimits, tty=line.tty, cap_add=line.cap_add,
+        cap_drop=line.cap_drop, privileged=line.privileged, security_opt=line.security_opt,
+        devices=line.devices, **supervision,  # type: ignore[arg-type] # the constructor's own keywords, above
     )
 
 

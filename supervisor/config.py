@@ -16,7 +16,10 @@ import os
 
 from pyctr.linux import signal
 from pyctr.spec.docker import DEFAULT_STOP_TIMEOUT, DockerOptions
+from pyctr.spec.model import SpecError
+from pyctr.spec.security import SecurityOptions
 
+from .cgroup import DeviceRule, device_rules
 from .errors import PyctrError
 
 TYPE_CHECKING = False
@@ -40,7 +43,11 @@ class ContainerConfig:
     default environment (PATH, HOSTNAME, HOME, and TERM with a tty). ``user`` is docker's
     ``-u`` (``NAME[:GROUP]`` or ``UID[:GID]``, from the rootfs's own passwd and group files),
     ``read_only`` its ``--read-only``; ``volumes``, ``tmpfs``, ``mounts`` and ``ulimits`` are
-    lists of docker's ``-v``, ``--tmpfs``, ``--mount`` and ``--ulimit`` values.
+    lists of docker's ``-v``, ``--tmpfs``, ``--mount`` and ``--ulimit`` values. Security, as
+    docker's defaults unless asked otherwise: ``cap_add``/``cap_drop`` (``NET_ADMIN``,
+    ``CAP_NET_ADMIN`` or ``ALL``), ``privileged``, ``security_opt``
+    (``no-new-privileges=false``, ``seccomp=unconfined`` or ``seccomp=PROFILE.json``) and
+    ``devices`` (``--device HOST[:CONTAINER[:rwm]]``).
 
     How it is supervised: when the container must stop, SIGKILL follows the first stop
     signal after ``stop_timeout`` seconds. ``stop_signal`` is what a stop sends first (default
@@ -52,8 +59,9 @@ class ContainerConfig:
     attached (without it, a terminal on stdin is replaced by /dev/null, as with docker).
     """
 
-    __slots__ = ("_docker", "_given_spec", "bundle", "capture_output", "chroot", "interactive",
-                 "name", "rootfs", "signal_group", "spec", "stop_signal", "stop_timeout")
+    __slots__ = ("_docker", "_given_spec", "bundle", "capture_output", "chroot", "device_rules",
+                 "interactive", "name", "rootfs", "seccomp_filter", "signal_group", "spec",
+                 "stop_signal", "stop_timeout")
 
     def __init__(
         self,
@@ -70,6 +78,11 @@ class ContainerConfig:
         tmpfs: list[str] | tuple[str, ...] = (),
         mounts: list[str] | tuple[str, ...] = (),
         ulimits: list[str] | tuple[str, ...] = (),
+        cap_add: list[str] | tuple[str, ...] = (),
+        cap_drop: list[str] | tuple[str, ...] = (),
+        privileged: bool = False,
+        security_opt: list[str] | tuple[str, ...] = (),
+        devices: list[str] | tuple[str, ...] = (),
         chroot: bool = False,
         stop_signal: int | None = None,
         stop_timeout: float = DEFAULT_STOP_TIMEOUT,
@@ -80,14 +93,24 @@ class ContainerConfig:
     ) -> None:
         self.rootfs = os.fspath(rootfs)
         self.name = name or os.urandom(6).hex()
+        try:
+            security = SecurityOptions(cap_add=cap_add, cap_drop=cap_drop,
+                                       privileged=privileged, security_opt=security_opt,
+                                       devices=devices)
+        except SpecError as exc:
+            raise PyctrError(str(exc), error="usage.invalid") from None
         self._docker: DockerOptions | None = DockerOptions(
             command, hostname=hostname or self.name[:63], env=env, workdir=workdir, user=user,
             read_only=read_only, volumes=volumes, tmpfs=tmpfs, mounts=mounts, ulimits=ulimits,
-            tty=tty)
+            tty=tty, security=security)
         self._given_spec: Value = None
         self.bundle: str | None = None
         self.spec: Spec | None = None
         """The container as the init will build it; set by ``check``."""
+        self.device_rules: list[DeviceRule] = []
+        """The devices the container may use, for its cgroup; set by ``check``."""
+        self.seccomp_filter: tuple[bytes, int] | None = None
+        """The workload's compiled seccomp filter and its flags; set by ``check``."""
         self.chroot = chroot
         self.stop_signal = stop_signal
         self.stop_timeout = stop_timeout
@@ -200,6 +223,13 @@ class ContainerConfig:
             if namespace.path is not None and not os.path.exists(namespace.path):
                 raise PyctrError(f"cannot join the {namespace.type} namespace at "
                                  f"{namespace.path}: it does not exist", error="config.invalid")
+        try:
+            self.device_rules = device_rules(spec)
+        except SpecError as exc:
+            raise PyctrError(str(exc), error="config.invalid") from None
+        self.seccomp_filter = None
+        if spec.linux.seccomp is not None:
+            self.seccomp_filter = _compile_seccomp(spec.linux.seccomp)
         self.spec = spec
         return rootfs
 
@@ -208,9 +238,10 @@ class ContainerConfig:
         return signal.SIGTERM if self.stop_signal is None else self.stop_signal
 
     def to_message(self, rootfs: str, rows: int = 0, columns: int = 0,
-                   log_level: str = "debug", *, inherited: bool = False) -> Config:
+                   log_level: str = "debug", *, inherited: bool = False,
+                   nodev: bool = False) -> Config:
         """The init's config message; ``inherited``: the init is a fork that has the spec
-        already, so the message leaves it out (an empty object)."""
+        already, so the message leaves it out (an empty object); ``nodev``: see Config."""
         from pyctr.protocol import Config
 
         assert self.spec is not None, "check() builds the spec"
@@ -222,8 +253,28 @@ class ContainerConfig:
                 process = spec["process"]
                 assert isinstance(process, dict)
                 process["consoleSize"] = {"height": rows, "width": columns}
+        program, flags = self.seccomp_filter or (b"", 0)
         return Config(container=self.name, rootfs=rootfs, spec=spec, chroot=self.chroot,
-                      signal_group=self.signal_group, log_level=log_level)
+                      signal_group=self.signal_group, log_level=log_level,
+                      seccomp=program.hex(), seccomp_flags=flags, nodev=nodev)
+
+
+def _compile_seccomp(value: Value) -> tuple[bytes, int]:
+    """``linux.seccomp`` as a program for init to install, and its seccomp(2) flags."""
+    from pyctr.linux.seccomp import filter_flags
+    from pyctr.linux.syscalls import SyscallError
+
+    from .seccomp import compile_filter
+
+    assert isinstance(value, dict), "the spec reader checks linux.seccomp"
+    names = value.get("flags") or []
+    assert isinstance(names, list)
+    try:
+        flags = filter_flags([str(name) for name in names])
+    except SyscallError as exc:
+        raise PyctrError(f"linux.seccomp.flags: unknown flag {exc.path!r}",
+                         error="config.invalid") from None
+    return compile_filter(value), flags
 
 
 def _check_rootfs(path: str) -> str:

@@ -58,6 +58,16 @@ OPTIONS = (
            "make the root filesystem read-only (/tmp, /dev and /dev/shm stay writable)"),
     Option(None, "--ulimit", "ulimits", "NAME=SOFT[:HARD]",
            "set a resource limit, e.g. nofile=1024:2048 (repeatable)"),
+    Option(None, "--cap-add", "cap_add", "CAP",
+           "add a capability to docker's default set, e.g. NET_ADMIN, or ALL (repeatable)"),
+    Option(None, "--cap-drop", "cap_drop", "CAP",
+           "drop a capability from the default set, or ALL (repeatable)"),
+    Option(None, "--privileged", "privileged", None,
+           "every capability, no seccomp filter, no masked paths, every device allowed"),
+    Option(None, "--security-opt", "security_opt", "OPT",
+           "no-new-privileges[=true|false] or seccomp=unconfined|PROFILE.json (repeatable)"),
+    Option(None, "--device", "devices", "HOST[:CTR[:rwm]]",
+           "give the container the host's device node HOST (repeatable)"),
     Option(None, "--bundle", "bundle", "DIR",
            "run the OCI bundle DIR (DIR/config.json) instead of ROOTFS COMMAND"),
     Option(None, "--chroot", "chroot", None,
@@ -87,21 +97,24 @@ OPTIONS = (
     Option(None, "--help", "help", None, "show this help and exit"),
     Option(None, "--version", "version", None, "show the version and exit"),
 )
-_REPEATABLE = ("env_files", "volumes", "tmpfs", "mounts", "ulimits")
+_REPEATABLE = ("env_files", "volumes", "tmpfs", "mounts", "ulimits", "cap_add", "cap_drop",
+               "security_opt", "devices")
 # What describes the container itself, which a bundle's config.json says instead.
 _CONTAINER_OPTIONS = ("hostname", "env", "env_files", "workdir", "user", "volumes", "tmpfs",
-                      "mounts", "read_only", "ulimits", "tty")
+                      "mounts", "read_only", "ulimits", "tty", "cap_add", "cap_drop",
+                      "privileged", "security_opt", "devices")
 _BY_NAME = {name: option for option in OPTIONS for name in (option.short, option.long) if name}
 
 
 class CommandLine:
     """What the user asked for, before validation against the machine."""
 
-    __slots__ = ("bundle", "capture_output", "chroot", "command", "env", "env_files", "help",
-                 "hostname", "interactive", "log_file", "log_format", "log_level",
-                 "log_max_files", "log_max_size", "mounts", "name", "print_spec", "read_only",
-                 "rootfs", "signal_target", "stop_signal", "stop_timeout", "tmpfs", "tty",
-                 "ulimits", "user", "version", "volumes", "workdir")
+    __slots__ = ("bundle", "cap_add", "cap_drop", "capture_output", "chroot", "command",
+                 "devices", "env", "env_files", "help", "hostname", "interactive", "log_file",
+                 "log_format", "log_level", "log_max_files", "log_max_size", "mounts", "name",
+                 "print_spec", "privileged", "read_only", "rootfs", "security_opt",
+                 "signal_target", "stop_signal", "stop_timeout", "tmpfs", "tty", "ulimits",
+                 "user", "version", "volumes", "workdir")
 
     def __init__(self) -> None:
         self.rootfs: str = ""
@@ -117,6 +130,11 @@ class CommandLine:
         self.mounts: list[str] = []
         self.read_only = False
         self.ulimits: list[str] = []
+        self.cap_add: list[str] = []
+        self.cap_drop: list[str] = []
+        self.privileged = False
+        self.security_opt: list[str] = []
+        self.devices: list[str] = []
         self.bundle: str | None = None
         self.print_spec = False
         self.chroot = False

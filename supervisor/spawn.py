@@ -8,16 +8,16 @@ namespaces itself.
 
 Two ways to start the init, one init:
 
-- ``fork=True``: fork this very interpreter. The CLI does this before importing trio
-  (~100 ms), so the container is built and the workload runs while the supervisor is still
-  starting up; the library does it too when the calling program has no other thread, which is
-  the case for a trio program that has not used ``trio.to_thread``. The child never returns
-  into the caller's code, never awaits, and drops what it inherited (descriptors, trio's
-  signal wake-up fd) before doing anything else.
-- ``fork=False`` (the library, in a program with other threads): forking a process with other
-  threads is unsafe (a lock one of them holds stays held in the child for ever), so a fresh
-  interpreter runs ``python -m pyctr.init FD`` instead, started with posix_spawn. It costs a
-  Python start-up and the init's imports, some 20 ms of CPU, per container.
+- ``fork=True`` (the CLI): fork this very interpreter, before importing trio, so the
+  container is built and the workload runs while the supervisor is still starting up. The
+  child never returns into the caller's code and drops what it inherited (descriptors, the
+  environment, the command line's memory) before doing anything else. The CLI holds nothing
+  but what the user typed, so a fork of it gives the container nothing of the host's.
+- ``fork=False`` (the library): a fresh interpreter runs ``python -I -m pyctr.init FD``,
+  started with posix_spawn and an empty environment. A fork of the calling program would
+  carry its whole memory (its secrets included) into the container's PID 1, and is unsafe
+  in a program with threads (a lock one of them holds stays held in the child for ever). It
+  costs a Python start-up and the init's imports per container (``bench/throughput``).
 
 Either way the Hello and Config messages are queued on the socket before the init exists, so
 it never waits for the supervisor. Our end of the socket has SO_PASSCRED set before anything is
@@ -27,7 +27,10 @@ With output capture (as log records, or collected as bytes for the library), the
 and stderr are the write ends of pipes (which the workload and all its descendants inherit);
 the supervisor keeps only the read ends. With ``stdin`` bytes, stdin is a pipe the supervisor
 feeds. Without ``interactive``, a terminal on stdin is replaced by /dev/null, as ``docker run``
-without -i.
+without -i. A terminal of ours is never handed in (without ``-t``): a workload holding it
+could type into the user's shell (TIOCSTI), change its settings or reopen it through
+/proc/self/fd, so a pipe stands in for it and the supervisor copies the bytes, as docker
+does. Pipes and files are passed straight through.
 """
 
 from __future__ import annotations
@@ -41,6 +44,7 @@ from pyctr.linux import signal, socket
 from pyctr.linux.syscalls import CLONE_NEWPID, SyscallError, setns, unshare
 from pyctr.protocol import Hello, ProtocolError, encode
 
+from .cgroup import ContainerCgroup
 from .errors import PyctrError
 
 TYPE_CHECKING = False
@@ -61,14 +65,20 @@ class InitProcess:
     ends of the output pipes (stream name to fd) when output is captured, and the write end
     of its stdin pipe when the caller gave stdin bytes."""
 
-    __slots__ = ("output", "pid", "pidfd", "sock", "started", "stdin")
+    __slots__ = ("cgroup", "output", "pid", "pidfd", "relayed", "sock", "started", "stdin")
 
     def __init__(self, pid: int, sock: socket.socket, output: dict[str, int],
-                 stdin: int | None = None) -> None:
+                 stdin: int | None = None, relayed: frozenset[str] = frozenset(),
+                 cgroup: ContainerCgroup | None = None) -> None:
         self.pid = pid
+        self.cgroup = cgroup
+        """The container's cgroup, removed by ``close`` (the init must be reaped by then)."""
         self.sock = sock
         self.output = output
         self.stdin = stdin
+        self.relayed = relayed
+        """The streams (``stdin``, ``stdout``, ``stderr``) that stand for a terminal of ours:
+        their bytes are copied between the pipe and our own descriptor."""
         self.pidfd = os.pidfd_open(pid)
         self.started = time.monotonic()
 
@@ -80,11 +90,17 @@ class InitProcess:
         severe init event that will be shown (init sends no others). ``inherited``: the init
         is a fork that has the spec already (``start_init``), so the message leaves it out."""
         try:
-            data = encode(config.to_message(rootfs, *window, log_level, inherited=inherited))
+            nodev = self.cgroup is None or not self.cgroup.devices_enforced
+            data = encode(config.to_message(rootfs, *window, log_level, inherited=inherited,
+                                            nodev=nodev))
         except ProtocolError as exc:
             raise PyctrError(f"the container's description is too large to send to init: "
                              f"{exc}", error="config.too_large") from None
-        self.sock.send(data)
+        try:
+            self.sock.send(data)
+        except OSError as exc:  # the init is gone (or its socket is): nothing was built
+            raise PyctrError(f"the container's init ended before it got its config "
+                             f"({exc.strerror})", error="init.crashed") from None
 
     def abort(self) -> None:
         """Kill an init that has not been sent its config (it has built nothing yet), reap
@@ -94,7 +110,8 @@ class InitProcess:
         self.close()
 
     def close(self) -> None:
-        """Release what is still open (the output readers close their own ends)."""
+        """Release what is still open (the output readers close their own ends) and remove
+        the cgroup. Raises PyctrError when the cgroup cannot be removed."""
         self.sock.close()
         os.close(self.pidfd)
         for fd in self.output.values():
@@ -103,6 +120,9 @@ class InitProcess:
         if self.stdin is not None:
             os.close(self.stdin)
             self.stdin = None
+        if self.cgroup is not None:
+            cgroup, self.cgroup = self.cgroup, None
+            cgroup.remove()
 
 
 def spawn_init(config: ContainerConfig, rootfs: str, *, fork: bool,
@@ -145,27 +165,50 @@ def start_init(config: ContainerConfig, *, fork: bool, collect: tuple[str, ...] 
     stdio: dict[int, int] = {}
     readers: dict[str, int] = {}
     feeder: int | None = None
+    relayed: set[str] = set()
     if stdin:
         stdio[0], feeder = os.pipe2(os.O_CLOEXEC)
         os.set_blocking(feeder, False)
-    elif not config.interactive and os.isatty(0):
+    elif os.isatty(0) and (config.tty or not config.interactive):
+        # With -t the workload's terminal is its own pty; the init needs none of ours.
         stdio[0] = os.open(os.devnull, os.O_RDONLY | os.O_CLOEXEC)
+    elif os.isatty(0) and not config.tty:
+        stdio[0], feeder = os.pipe2(os.O_CLOEXEC)
+        os.set_blocking(feeder, False)
+        relayed.add("stdin")
     for target, stream in enumerate(STREAMS, start=1):
         if config.capture_output or stream in collect:
             readers[stream], stdio[target] = _output_pipe()
+        elif os.isatty(target) and config.tty:
+            stdio[target] = os.open(os.devnull, os.O_WRONLY | os.O_CLOEXEC)
+        elif os.isatty(target):
+            readers[stream], stdio[target] = _output_pipe()
+            relayed.add(stream)
+    cgroup: ContainerCgroup | None = None
     try:
+        # Made before the init exists and joined before it is sent its config: nothing of
+        # the container runs outside it.
+        cgroup = ContainerCgroup.create(config.name, config.device_rules)
         pid = _start_in_new_pid_namespace(ours, theirs, stdio, fork=fork, started=started,
                                           spec=config.spec)
+        try:
+            cgroup.add(pid)
+        except BaseException:
+            os.kill(pid, signal.SIGKILL)
+            os.waitpid(pid, 0)
+            raise
     except BaseException:
         ours.close()
         for fd in [*readers.values(), *([] if feeder is None else [feeder])]:
             os.close(fd)
+        if cgroup is not None:
+            cgroup.remove()
         raise
     finally:
         theirs.close()
         for fd in stdio.values():
             os.close(fd)
-    return InitProcess(pid, ours, readers, feeder)
+    return InitProcess(pid, ours, readers, feeder, frozenset(relayed), cgroup)
 
 
 def _output_pipe() -> tuple[int, int]:
@@ -206,10 +249,12 @@ def _start_in_new_pid_namespace(ours: socket.socket, theirs: socket.socket,
                     run(theirs, started, spec)
                 return pid
             os.set_inheritable(theirs.fileno(), True)
-            argv = [sys.executable, "-m", "pyctr.init", str(theirs.fileno())]
+            # Isolated (-I) and with an empty environment: nothing of the caller's reaches the
+            # container's PID 1.
+            argv = [sys.executable, "-I", "-m", "pyctr.init", str(theirs.fileno())]
             actions = [(os.POSIX_SPAWN_DUP2, source, target)
                        for target, source in stdio.items()]
-            return os.posix_spawn(sys.executable, argv, os.environ, file_actions=actions)
+            return os.posix_spawn(sys.executable, argv, {}, file_actions=actions)
         finally:
             setns(own_namespace, CLONE_NEWPID)
     finally:

@@ -1,7 +1,7 @@
 """Shared fixtures: a real root filesystem, a way to run the CLI, and a leak check.
 
 The runtime tests run the real thing as root. After every test, ``no_leaks`` checks that no
-mount was added to the host's mount table and that no process started by the test is left:
+mount was added under the paths the tests use and that no process started by the test is left:
 the test process is made a child subreaper, so a container init orphaned by a killed
 supervisor is re-parented to us and shows up as our descendant instead of escaping to PID 1.
 """
@@ -17,7 +17,22 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from helpers import REPO, Run, descendants, describe, mount_points, reap_orphans, run_cli
+
+# Every container the tests start, through the CLI or the library, gets its cgroup under a
+# parent of the test session's own (inherited by the CLI processes), so the leak check below
+# sees only the tests' own cgroups. Set before pyctr.supervisor.cgroup is imported.
+os.environ.setdefault("PYCTR_CGROUP_PARENT", f"pyctr-test-{os.getpid()}")
+CGROUP_PARENT = os.environ["PYCTR_CGROUP_PARENT"]
+
+from helpers import (  # noqa: E402
+    REPO,
+    Run,
+    descendants,
+    describe,
+    mount_points,
+    reap_orphans,
+    run_cli,
+)
 
 BUILD_ROOTFS = REPO / "rootfs-scripts" / "build-rootfs"
 PR_SET_CHILD_SUBREAPER = 36
@@ -50,8 +65,12 @@ def rootfs(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(autouse=True)
-def no_leaks(request: pytest.FixtureRequest) -> Iterator[None]:
-    mounts_before = mount_points()
+def no_leaks(request: pytest.FixtureRequest,
+             tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    # Only the paths the tests use: another program on the machine may mount elsewhere.
+    owned = (str(tmp_path_factory.getbasetemp()), str(REPO), "/var/lib/pyctr", "/run/pyctr",
+             *filter(None, [os.environ.get("PYCTR_TEST_ROOTFS")]))
+    mounts_before = mount_points(owned)
     yield
     deadline = time.monotonic() + 5
     while True:
@@ -61,7 +80,41 @@ def no_leaks(request: pytest.FixtureRequest) -> Iterator[None]:
             break
         time.sleep(0.02)
     assert not left, f"processes left behind: {[describe(pid) for pid in left]}"
-    assert mount_points() == mounts_before, "mounts left behind on the host"
+    assert mount_points(owned) == mounts_before, "mounts left behind on the host"
+    # A supervisor a test killed leaves its (empty) cgroup to the next pyctr run's sweep:
+    # sweep, as that run would, then nothing of the tests' may be left.
+    from pyctr.supervisor.cgroup import sweep_stale
+
+    sweep_stale()
+    assert not own_cgroups(), f"cgroups left behind: {own_cgroups()}"
+
+
+def own_cgroups() -> list[str]:
+    """The cgroups under the tests' own parent (see CGROUP_PARENT), on every hierarchy."""
+    from pyctr.supervisor.cgroup import host_layout
+
+    layout = host_layout()
+    if layout.kind == "none":
+        return []
+    parent = os.path.join(layout.root, CGROUP_PARENT)
+    try:
+        return [os.path.join(parent, entry) for entry in os.listdir(parent)
+                if os.path.isdir(os.path.join(parent, entry))]
+    except FileNotFoundError:
+        return []
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    """Remove the tests' cgroup parent and claims directory (empty by then)."""
+    from pyctr.supervisor.cgroup import CLAIMS, host_layout
+
+    layout = host_layout()
+    for directory in ([os.path.join(layout.root, CGROUP_PARENT)] if layout.kind != "none"
+                      else []) + [os.path.join(CLAIMS, CGROUP_PARENT)]:
+        try:
+            os.rmdir(directory)
+        except OSError:
+            pass
 
 
 @pytest.fixture

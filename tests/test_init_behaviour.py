@@ -3,11 +3,13 @@ descriptor into the container, and tells the CLI when the workload has started."
 
 from __future__ import annotations
 
+import json
 import os
 import select
 import signal
 import subprocess
 import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -75,12 +77,27 @@ def test_inheritable_host_descriptor_does_not_reach_the_container(rootfs: Path,
 
 
 def test_init_keeps_no_descriptor_but_its_socket_and_stdio(rootfs: Path) -> None:
-    # (after a pause: init closes its exec-status pipe just after the workload has exec'd)
-    completed = subprocess.run([CLI, str(rootfs), "/bin/sh", "-c", "sleep 0.2; ls -l /proc/1/fd"],
-                               capture_output=True, text=True, timeout=30)
-    assert completed.returncode == 0, completed.stderr
-    targets = {line.split(" -> ")[0].split()[-1]: line.split(" -> ")[1]
-               for line in completed.stdout.splitlines() if " -> " in line}
+    # Looked at from the host: the workload may not read /proc/1/fd (the init is not
+    # dumpable). After a pause, since init closes its exec-status pipe once the workload
+    # has exec'd.
+    with subprocess.Popen([CLI, "--log-format", "json", str(rootfs), "/bin/sleep", "5"],
+                          stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                          text=True) as process:
+        try:
+            assert process.stderr is not None
+            init_pid = None
+            for line in process.stderr:
+                if '"container.created"' in line:
+                    init_pid = json.loads(line)["init_pid"]
+                if '"workload.started"' in line:
+                    break
+            assert init_pid is not None
+            time.sleep(0.2)
+            targets = {name: os.readlink(f"/proc/{init_pid}/fd/{name}")
+                       for name in os.listdir(f"/proc/{init_pid}/fd")}
+        finally:
+            process.send_signal(signal.SIGTERM)
+            process.wait(timeout=30)
     extra = {fd: target for fd, target in targets.items() if fd not in ("0", "1", "2")}
     assert len(extra) == 1 and next(iter(extra.values())).startswith("socket:"), targets
 

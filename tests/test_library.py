@@ -156,9 +156,31 @@ async def test_a_started_container_can_be_signalled_and_stopped(rootfs: Path) ->
     assert not container.send_signal(signal.SIGUSR1), "the container is gone"
 
 
-@pytest.mark.parametrize("other_thread", [False, True], ids=["forked", "fresh-interpreter"])
-async def test_the_init_is_forked_unless_another_thread_runs(rootfs: Path,
-                                                             other_thread: bool) -> None:
+def memory_holds(pid: int, needle: bytes) -> bool:
+    """Whether any readable mapping of process ``pid`` contains ``needle`` (as root)."""
+    with open(f"/proc/{pid}/maps") as maps, open(f"/proc/{pid}/mem", "rb", 0) as memory:
+        for line in maps:
+            fields = line.split()
+            if not fields[1].startswith("r") or fields[-1] in ("[vvar]", "[vsyscall]"):
+                continue
+            start, end = (int(value, 16) for value in fields[0].split("-"))
+            try:
+                memory.seek(start)
+                if needle in memory.read(end - start):
+                    return True
+            except OSError:
+                continue  # a mapping that cannot be read (guard pages)
+    return False
+
+
+@pytest.mark.parametrize("other_thread", [False, True], ids=["one-thread", "threads"])
+async def test_the_init_holds_nothing_of_the_calling_program(
+        rootfs: Path, other_thread: bool, monkeypatch: pytest.MonkeyPatch) -> None:
+    # A fresh interpreter, never a fork of the caller: no environment, no command line with
+    # host paths, and none of the caller's memory (a password it holds, say).
+    secret = f"pyctr-secret-{os.urandom(8).hex()}"
+    monkeypatch.setenv("PYCTR_TEST_SECRET", secret)
+    held = bytearray(secret.encode() * 2)  # in this program's memory only
     release = threading.Event()
     helper = threading.Thread(target=release.wait)
     results: list[ContainerResult] = []
@@ -172,9 +194,13 @@ async def test_the_init_is_forked_unless_another_thread_runs(rootfs: Path,
     try:
         async with trio.open_nursery() as nursery:
             container = await nursery.start(run_it)
-            await trio.sleep(0.3)  # posix_spawn returns before exec has set the arguments
-            with open(f"/proc/{container.init_pid}/cmdline", "rb") as file:
-                command = file.read().split(b"\0")
+            await trio.sleep(0.3)  # posix_spawn returns before the init has started
+            pid = container.init_pid
+            with open(f"/proc/{pid}/cmdline", "rb") as file:
+                command = file.read()
+            with open(f"/proc/{pid}/environ", "rb") as file:
+                environment = file.read()
+            leaked = memory_holds(pid, secret.encode())
             container.stop()
     finally:
         release.set()
@@ -182,4 +208,7 @@ async def test_the_init_is_forked_unless_another_thread_runs(rootfs: Path,
             helper.join()
     [result] = results
     assert (result.error, result.stdout, result.exit_code) == (None, b"ready\n", 143)
-    assert (b"pyctr.init" in command) == other_thread, command
+    assert command == b"pyctr-init\0", command
+    assert environment.strip(b"\0") == b"", environment
+    assert not leaked, "the caller's secret is in the init's memory"
+    assert held  # alive until here

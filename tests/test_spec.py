@@ -31,6 +31,7 @@ from pyctr.spec.flags import (
     read_env_file,
 )
 from pyctr.spec.model import Mount, Spec, SpecError
+from pyctr.spec.security import MASKED_PATHS, READONLY_PATHS
 from pyctr.spec.users import resolve_account
 from pyctr.supervisor import ContainerConfig, PyctrError
 
@@ -111,7 +112,10 @@ def test_runc_template_is_accepted_and_round_trips() -> None:
 
 
 def test_pending_fields_are_exactly_the_accepted_but_unapplied_ones() -> None:
-    assert Spec.from_value(runc_document()).pending_fields() == ["linux.resources"]
+    # runc's template limits only devices, which the container's cgroup applies.
+    assert Spec.from_value(runc_document()).pending_fields() == []
+    limited = runc_document(**{"linux.resources.memory": {"limit": 1 << 20}})
+    assert Spec.from_value(limited).pending_fields() == ["linux.resources"]
     bare = runc_document(**{"process.capabilities": DELETE, "process.noNewPrivileges": DELETE,
                             "linux.maskedPaths": DELETE, "linux.readonlyPaths": DELETE,
                             "linux.resources": DELETE, "linux.cgroupsPath": "/pyctr/x"})
@@ -523,7 +527,14 @@ def test_spec_without_arguments_is_shaped_like_runcs_template(tmp_path: Path) ->
     assert document["root"] == {"path": str(tmp_path / "rootfs"), "readonly": False}
     assert document["process"]["args"] == ["sh"]
     assert [m["destination"] for m in document["mounts"]] == DEFAULT_DESTINATIONS
-    assert document["linux"] == {"namespaces": runc_document()["linux"]["namespaces"]}
+    assert document["linux"]["namespaces"] == runc_document()["linux"]["namespaces"]
+    # runc's template hides and protects the same paths, and docker's default seccomp
+    # profile comes with the docker-like defaults.
+    assert document["linux"]["maskedPaths"] == list(MASKED_PATHS)
+    assert document["linux"]["readonlyPaths"] == list(READONLY_PATHS)
+    assert document["linux"]["seccomp"]["defaultAction"] == "SCMP_ACT_ERRNO"
+    assert set(document["linux"]) == {"namespaces", "maskedPaths", "readonlyPaths", "seccomp"}
+    assert document["process"]["noNewPrivileges"] is True
     assert Spec.from_value(document).pending_fields() == []
     # A fixed name, as runc's "runc": not a random container id frozen into the file.
     assert document["hostname"] == "pyctr" and "HOSTNAME=pyctr" in document["process"]["env"]

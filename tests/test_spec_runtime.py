@@ -1085,6 +1085,7 @@ def test_bundle_capabilities_of_a_user_that_is_not_root(rootfs: Path, tmp_path: 
         "bounding": ["CAP_NET_BIND_SERVICE"], "permitted": ["CAP_NET_BIND_SERVICE"],
         "effective": ["CAP_NET_BIND_SERVICE"], "inheritable": ["CAP_NET_BIND_SERVICE"],
         "ambient": ["CAP_NET_BIND_SERVICE"]}
+    document["process"]["noNewPrivileges"] = False  # `spec` writes the default, true
     fields = status_fields(ok(run_bundle(tmp_path / "bundle", document)))
     bind = 1 << 10
     assert fields["Uid"].split()[:3] == ["1000"] * 3
