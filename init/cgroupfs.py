@@ -192,15 +192,38 @@ def _read_host_files() -> tuple[str, str]:
     return texts[0], texts[1]
 
 
+def with_joined(proc_self_cgroup: str, mounts: list[HostMount],
+                joining: list[str] | tuple[str, ...]) -> str:
+    """``proc_self_cgroup`` as it reads once this process is in the cgroups ``joining``
+    (host directories): each line of a hierarchy mounted at a parent of one of them names
+    that cgroup instead."""
+    lines = []
+    for line in proc_self_cgroup.splitlines():
+        number, controllers, _ = line.split(":", 2)
+        mount = None if controllers.startswith("name=") else _find(mounts, controllers)
+        if mount is not None:
+            point = mount[1].rstrip("/") + "/"
+            for directory in joining:
+                if directory.startswith(point):
+                    root = mount[0].rstrip("/")
+                    line = f"{number}:{controllers}:{root}/{directory[len(point):]}"
+        lines.append(line)
+    return "\n".join(lines) + "\n"
+
+
 def read_host_cgroup_mounts() -> list[CgroupMount]:
     """``plan_cgroup_mounts`` for this process, now."""
     return plan_cgroup_mounts(*_read_host_files())
 
 
-def read_host_cgroups() -> tuple[tuple[str, list[CgroupMount]] | None, list[CgroupMount]]:
+def read_host_cgroups(joining: list[str] | tuple[str, ...] = (),
+                      ) -> tuple[tuple[str, list[CgroupMount]] | None, list[CgroupMount]]:
     """``plan_cgroup_tree`` and ``plan_cgroup_mounts`` for this process, now, from one read
-    of the files."""
+    of the files. ``joining``: host directories of cgroups this process is being moved into
+    (the container's own), to show as its cgroups in their hierarchies already."""
     proc_self_cgroup, mountinfo = _read_host_files()
     mounts = _host_mounts(mountinfo)
+    if joining:
+        proc_self_cgroup = with_joined(proc_self_cgroup, mounts, joining)
     plan = _plan(proc_self_cgroup, mounts)
     return _tree(mounts, plan, mountinfo), plan

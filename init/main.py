@@ -35,6 +35,7 @@ from pyctr.linux.syscalls import (
 from pyctr.protocol import (
     EXIT_SETUP_FAILED,
     PROTOCOL_VERSION,
+    CgroupJoined,
     Config,
     Hello,
     ProtocolError,
@@ -154,6 +155,8 @@ def _run(channel: Channel, started: int, inherited: Spec | None) -> int:
             workload.bind_console(terminal)
             channel.send_with_descriptors(Terminal(), [master])
             os.close(master)  # the supervisor holds it now
+        if config.cgroups:
+            _wait_for_cgroup(channel, new_namespace=_cgroup_namespace_waits(config, spec))
         channel.log("debug", "workload.exec", path=path, argv=list(argv))
         seccomp = (bytes.fromhex(config.seccomp), config.seccomp_flags) if config.seccomp \
             else None
@@ -178,6 +181,33 @@ def _run(channel: Channel, started: int, inherited: Spec | None) -> int:
         return 128 + os.WTERMSIG(status)
     channel.send(WorkloadExited(os.WEXITSTATUS(status), None))
     return os.WEXITSTATUS(status)
+
+
+def _cgroup_namespace_waits(config: Config, spec: Spec) -> bool:
+    """Whether the container's new cgroup namespace waits until the init is in the
+    container's cgroups, to be rooted there (``build_container`` leaves it out)."""
+    namespace = spec.linux.namespace("cgroup")
+    return bool(config.cgroups) and namespace is not None and namespace.path is None
+
+
+def _wait_for_cgroup(channel: Channel, *, new_namespace: bool) -> None:
+    """Until the supervisor has moved the init into the container's cgroups (CgroupJoined):
+    nothing of the workload may run outside them. Then, with ``new_namespace``, the cgroup
+    namespace, rooted in them. Raises WorkloadError otherwise."""
+    try:
+        message = channel.receive()
+    except ProtocolError as exc:
+        raise workload.WorkloadError(EXIT_SETUP_FAILED, "protocol.error",
+                                     f"bad message from supervisor: {exc}") from None
+    if not isinstance(message, CgroupJoined):
+        raise workload.WorkloadError(EXIT_SETUP_FAILED, "protocol.unexpected",
+                                     f"init expected cgroup_joined, got {message!r}")
+    if new_namespace:
+        try:
+            LinuxSyscalls().unshare(CLONE_NEWCGROUP)
+        except SyscallError as exc:
+            raise workload.WorkloadError(EXIT_SETUP_FAILED, "setup.failed",
+                                         f"cannot create the cgroup namespace: {exc}") from None
 
 
 def _handshake(channel: Channel) -> Config | SetupFailed:
@@ -206,7 +236,7 @@ def build_container(config: Config, spec: Spec, sys: Syscalls,
     """Join and enter the namespaces, set the host and domain names, bring up lo and build
     the root filesystem; return the namespaces and the mount points."""
     plan = plan_root(spec, config.rootfs, chroot=config.chroot,  # reads the host's cgroups
-                     nodev=config.nodev)
+                     nodev=config.nodev, cgroups=config.cgroups)
     flags = 0
     entered = []
     for name, flag in NAMESPACES:
@@ -216,7 +246,7 @@ def build_container(config: Config, spec: Spec, sys: Syscalls,
         entered.append(name)
         if namespace.path is not None:
             sys.setns(namespace.path, flag)
-        else:
+        elif flag != CLONE_NEWCGROUP or not _cgroup_namespace_waits(config, spec):
             flags |= flag
     sys.unshare(flags)
     logged: list[Value] = [*entered]

@@ -231,12 +231,13 @@ class CgroupMounts(_InRoot):
 
     __slots__ = ("flags", "plan", "tree")
 
-    def __init__(self, mount: SpecMount) -> None:
+    def __init__(self, mount: SpecMount, joining: list[str] | tuple[str, ...] = ()) -> None:
         super().__init__(mount.destination)
         self.flags, _, _ = parse_options(mount.options)
         # Read now, before the init makes a cgroup namespace of its own (plan_root comes
         # first): inside one, the host's hierarchies no longer show where they are mounted.
-        self.tree, self.plan = cgroupfs.read_host_cgroups()
+        # ``joining``: the container's own cgroups, which the supervisor is moving us into.
+        self.tree, self.plan = cgroupfs.read_host_cgroups(joining)
         if self.tree is not None:
             self.plan = self.tree[1]
 
@@ -431,10 +432,11 @@ class Propagation:
         sys.mount(None, "/", None, self.flags, None)
 
 
-def plan_root(spec: Spec, rootfs: str, *, chroot: bool = False,
-              nodev: bool = False) -> list[Step]:
+def plan_root(spec: Spec, rootfs: str, *, chroot: bool = False, nodev: bool = False,
+              cgroups: list[str] | tuple[str, ...] = ()) -> list[Step]:
     """The steps that turn the absolute host path ``rootfs`` into the container's root.
-    ``nodev``: every mount but ``/dev`` and those below it is made nodev, the root too."""
+    ``nodev``: every mount but ``/dev`` and those below it is made nodev, the root too;
+    ``cgroups``: the container's own cgroups (host directories), for a cgroup mount."""
     if not os.path.isabs(rootfs):
         raise ValueError(f"rootfs must be an absolute path, not {rootfs!r}")
     root = rootfs.rstrip("/") or "/"
@@ -457,7 +459,7 @@ def plan_root(spec: Spec, rootfs: str, *, chroot: bool = False,
         if nodev and destination != "/dev" and not destination.startswith("/dev/"):
             mount = SpecMount(mount.destination, mount.type, mount.source,
                               [*mount.options, "nodev"])
-        plan.append(CgroupMounts(mount) if mount.type == "cgroup" and not mount.is_bind
+        plan.append(CgroupMounts(mount, cgroups) if mount.type == "cgroup" and not mount.is_bind
                     else MountInRoot(mount))
     plan += _devices(spec.linux.devices, "/dev" in destinations, spec.process.terminal)
     plan += [Sysctl(key, value) for key, value in sorted(spec.linux.sysctl.items())]

@@ -183,9 +183,11 @@ class Config(Message):
     exec). ``seccomp``: the workload's seccomp filter, compiled by the supervisor (classic BPF,
     in hex: the codec carries no raw bytes), or empty for none; ``seccomp_flags``: seccomp(2)'s
     flags for it. ``nodev``: no device filter could be set up on this host, so every mount
-    but ``/dev``, the root included, is made nodev."""
+    but ``/dev``, the root included, is made nodev. ``cgroups``: the container's cgroup
+    directories (host paths): when there are any, init waits for CgroupJoined before it
+    starts the workload."""
 
-    __slots__ = ("chroot", "container", "log_level", "nodev", "rootfs", "seccomp",
+    __slots__ = ("cgroups", "chroot", "container", "log_level", "nodev", "rootfs", "seccomp",
                  "seccomp_flags", "signal_group", "spec")
     TYPE = "config"
     FIELDS = (
@@ -198,12 +200,13 @@ class Config(Message):
         ("seccomp", "str"),
         ("seccomp_flags", "int"),
         ("nodev", "bool"),
+        ("cgroups", "[str]"),
     )
 
     def __init__(self, container: str, rootfs: str, spec: dict[str, Value], *,
                  chroot: bool = False, signal_group: bool = True,
                  log_level: str = "debug", seccomp: str = "", seccomp_flags: int = 0,
-                 nodev: bool = False) -> None:
+                 nodev: bool = False, cgroups: list[str] | None = None) -> None:
         self.container = container
         self.rootfs = rootfs
         self.spec = spec
@@ -213,6 +216,7 @@ class Config(Message):
         self.seccomp = seccomp
         self.seccomp_flags = seccomp_flags
         self.nodev = nodev
+        self.cgroups = list(cgroups or [])
 
 
 class Log(Message):
@@ -250,6 +254,17 @@ class Ready(Message):
     def __init__(self, namespaces: list[str], mounts: list[str]) -> None:
         self.namespaces = namespaces
         self.mounts = mounts
+
+
+class CgroupJoined(Message):
+    """From the supervisor: the init is in the container's cgroups now (``Config.cgroups``),
+    so it may start the workload. The supervisor moves it after sending the config: on cgroup
+    v1 a move waits for an RCU grace period, several milliseconds in which the init builds
+    the root."""
+
+    __slots__ = ()
+    TYPE = "cgroup_joined"
+    FIELDS = ()
 
 
 class Terminal(Message):
@@ -327,7 +342,7 @@ class SetupFailed(Message):
 
 MESSAGE_TYPES: dict[str, type[Message]] = {
     cls.TYPE: cls
-    for cls in (Hello, Config, Log, Ready, Terminal, WorkloadStarted,
+    for cls in (Hello, Config, CgroupJoined, Log, Ready, Terminal, WorkloadStarted,
                 WorkloadExited, SetupFailed)
 }
 

@@ -78,7 +78,9 @@ async def run(
         _swept = True
         sweep_stale()
     init = spawn_init(config, rootfs, fork=False, collect=collect,
-                      stdin=stdin is not None, log_level=_shown_level())
+                      stdin=stdin is not None, log_level=_shown_level(), join=False)
+    # The move waits for the kernel (milliseconds on cgroup v1): not on the event loop.
+    await trio.to_thread.run_sync(init.join_cgroup)
     result = await supervise(init, config, forward_signals="trio" if forward_signals else None,
                              collect_output=collect, stdin=stdin, task_status=task_status)
     if check:

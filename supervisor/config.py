@@ -239,9 +239,10 @@ class ContainerConfig:
 
     def to_message(self, rootfs: str, rows: int = 0, columns: int = 0,
                    log_level: str = "debug", *, inherited: bool = False,
-                   nodev: bool = False) -> Config:
+                   nodev: bool = False, cgroups: list[str] | None = None) -> Config:
         """The init's config message; ``inherited``: the init is a fork that has the spec
-        already, so the message leaves it out (an empty object); ``nodev``: see Config."""
+        already, so the message leaves it out (an empty object); ``nodev``, ``cgroups``: see
+        Config."""
         from pyctr.protocol import Config
 
         assert self.spec is not None, "check() builds the spec"
@@ -256,7 +257,8 @@ class ContainerConfig:
         program, flags = self.seccomp_filter or (b"", 0)
         return Config(container=self.name, rootfs=rootfs, spec=spec, chroot=self.chroot,
                       signal_group=self.signal_group, log_level=log_level,
-                      seccomp=program.hex(), seccomp_flags=flags, nodev=nodev)
+                      seccomp=program.hex(), seccomp_flags=flags, nodev=nodev,
+                      cgroups=list(cgroups or []))
 
 
 def _compile_seccomp(value: Value) -> tuple[bytes, int]:

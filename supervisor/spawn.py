@@ -13,11 +13,13 @@ Two ways to start the init, one init:
   child never returns into the caller's code and drops what it inherited (descriptors, the
   environment, the command line's memory) before doing anything else. The CLI holds nothing
   but what the user typed, so a fork of it gives the container nothing of the host's.
-- ``fork=False`` (the library): a fresh interpreter runs ``python -I -m pyctr.init FD``,
-  started with posix_spawn and an empty environment. A fork of the calling program would
-  carry its whole memory (its secrets included) into the container's PID 1, and is unsafe
-  in a program with threads (a lock one of them holds stays held in the child for ever). It
-  costs a Python start-up and the init's imports per container (``bench/throughput``).
+- ``fork=False`` (the library): the init template (``pyctr.init.template``), a fresh
+  interpreter with an empty environment started once per program, forks it, as PID 1 of a
+  new PID namespace and a child of this process (CLONE_PARENT). A fork of the calling
+  program would carry its whole memory (its secrets included) into the container's PID 1,
+  and is unsafe in a program with threads (a lock one of them holds stays held in the child
+  for ever); a fresh interpreter per container would cost a Python start-up and the init's
+  imports each time.
 
 Either way the Hello and Config messages are queued on the socket before the init exists, so
 it never waits for the supervisor. Our end of the socket has SO_PASSCRED set before anything is
@@ -35,14 +37,18 @@ does. Pipes and files are passed straight through.
 
 from __future__ import annotations
 
+import _thread
+import errno
 import fcntl
 import os
+import select
+import struct
 import sys
 import time
 
 from pyctr.linux import signal, socket
 from pyctr.linux.syscalls import CLONE_NEWPID, SyscallError, setns, unshare
-from pyctr.protocol import Hello, ProtocolError, encode
+from pyctr.protocol import CgroupJoined, Hello, ProtocolError, encode
 
 from .cgroup import ContainerCgroup
 from .errors import PyctrError
@@ -91,8 +97,9 @@ class InitProcess:
         is a fork that has the spec already (``start_init``), so the message leaves it out."""
         try:
             nodev = self.cgroup is None or not self.cgroup.devices_enforced
+            cgroups = [] if self.cgroup is None else list(self.cgroup.paths)
             data = encode(config.to_message(rootfs, *window, log_level, inherited=inherited,
-                                            nodev=nodev))
+                                            nodev=nodev, cgroups=cgroups))
         except ProtocolError as exc:
             raise PyctrError(f"the container's description is too large to send to init: "
                              f"{exc}", error="config.too_large") from None
@@ -101,6 +108,30 @@ class InitProcess:
         except OSError as exc:  # the init is gone (or its socket is): nothing was built
             raise PyctrError(f"the container's init ended before it got its config "
                              f"({exc.strerror})", error="init.crashed") from None
+
+    def join_cgroup(self) -> None:
+        """Move the init into the container's cgroup and tell it so (CgroupJoined). Called
+        after ``send_config``, so the init builds the container while the kernel moves it
+        (on cgroup v1 that waits for an RCU grace period, several milliseconds). An init that
+        has ended meanwhile (a setup failure) is left for ``supervise`` to report. When the
+        move fails, the init is killed and reaped; raises PyctrError."""
+        if self.cgroup is None or not self.cgroup.paths:
+            return
+        try:
+            self.cgroup.add(self.pid)
+        except PyctrError:
+            if self.ended():
+                return
+            self.abort()
+            raise
+        try:
+            self.sock.send(encode(CgroupJoined()))
+        except OSError:
+            pass  # the init is gone: its report, or its death, reaches supervise
+
+    def ended(self) -> bool:
+        """Whether the init has exited (it may not be reaped yet)."""
+        return bool(select.select([self.pidfd], [], [], 0)[0])
 
     def abort(self) -> None:
         """Kill an init that has not been sent its config (it has built nothing yet), reap
@@ -127,9 +158,12 @@ class InitProcess:
 
 def spawn_init(config: ContainerConfig, rootfs: str, *, fork: bool,
                window: tuple[int, int] = (0, 0), collect: tuple[str, ...] = (),
-               stdin: bool = False, log_level: str = "debug", started: int = -1) -> InitProcess:
+               stdin: bool = False, log_level: str = "debug", started: int = -1,
+               join: bool = True) -> InitProcess:
     """Start the init for the checked ``config`` and send it (see ``start_init`` and
-    ``InitProcess.send_config``)."""
+    ``InitProcess.send_config``), then, with ``join``, move it into its cgroup
+    (``InitProcess.join_cgroup``, which blocks for milliseconds: an event loop calls it on
+    a thread instead)."""
     spec = config.spec
     if spec is not None and spec.process.terminal and spec.process.console_size is None \
             and window[0] > 0 and window[1] > 0:
@@ -140,6 +174,8 @@ def spawn_init(config: ContainerConfig, rootfs: str, *, fork: bool,
     except BaseException:
         init.abort()
         raise
+    if join:
+        init.join_cgroup()
     return init
 
 
@@ -186,17 +222,11 @@ def start_init(config: ContainerConfig, *, fork: bool, collect: tuple[str, ...] 
             relayed.add(stream)
     cgroup: ContainerCgroup | None = None
     try:
-        # Made before the init exists and joined before it is sent its config: nothing of
-        # the container runs outside it.
+        # Made before the init exists; ``join_cgroup`` moves it in, and the init waits for
+        # that before it starts the workload, so nothing of the container runs outside it.
         cgroup = ContainerCgroup.create(config.name, config.device_rules)
         pid = _start_in_new_pid_namespace(ours, theirs, stdio, fork=fork, started=started,
                                           spec=config.spec)
-        try:
-            cgroup.add(pid)
-        except BaseException:
-            os.kill(pid, signal.SIGKILL)
-            os.waitpid(pid, 0)
-            raise
     except BaseException:
         ours.close()
         for fd in [*readers.values(), *([] if feeder is None else [feeder])]:
@@ -227,6 +257,8 @@ def _start_in_new_pid_namespace(ours: socket.socket, theirs: socket.socket,
                                 spec: Spec | None) -> int:
     """Start the init as PID 1 of a new PID namespace, with ``stdio`` (target fd -> source)
     replacing the standard streams it would otherwise share with us."""
+    if not fork:
+        return _start_from_template(theirs, stdio)
     own_namespace = os.open("/proc/self/ns/pid", os.O_RDONLY | os.O_CLOEXEC)
     try:
         try:
@@ -248,14 +280,89 @@ def _start_in_new_pid_namespace(ours: socket.socket, theirs: socket.socket,
 
                     run(theirs, started, spec)
                 return pid
-            os.set_inheritable(theirs.fileno(), True)
-            # Isolated (-I) and with an empty environment: nothing of the caller's reaches the
-            # container's PID 1.
-            argv = [sys.executable, "-I", "-m", "pyctr.init", str(theirs.fileno())]
-            actions = [(os.POSIX_SPAWN_DUP2, source, target)
-                       for target, source in stdio.items()]
-            return os.posix_spawn(sys.executable, argv, {}, file_actions=actions)
+            raise AssertionError("the template starts the library's inits")
         finally:
             setns(own_namespace, CLONE_NEWPID)
     finally:
         os.close(own_namespace)
+
+
+class _Template:
+    """The library's end of its init template (``pyctr.init.template``): a fresh, isolated
+    interpreter with an empty environment, started on first use, that forks each init."""
+
+    def __init__(self) -> None:
+        self.owner = os.getpid()
+        self.lock = _thread.allocate_lock()
+        ours, theirs = socket.socketpair(socket.AF_UNIX,
+                                         socket.SOCK_SEQPACKET | socket.SOCK_CLOEXEC)
+        devnull = os.open(os.devnull, os.O_RDWR | os.O_CLOEXEC)
+        try:
+            os.set_inheritable(theirs.fileno(), True)
+            argv = [sys.executable, "-I", "-m", "pyctr.init.template", str(theirs.fileno())]
+            self.pid = os.posix_spawn(
+                sys.executable, argv, {}, setsigmask=(),
+                file_actions=[(os.POSIX_SPAWN_DUP2, devnull, target) for target in (0, 1, 2)])
+        except BaseException:
+            ours.close()
+            raise
+        finally:
+            theirs.close()
+            os.close(devnull)
+        self.sock = ours
+
+    def start(self, init_end: int, stdio: list[int]) -> int:
+        """A new init on ``init_end`` with ``stdio`` as its fds 0-2; its pid. Raises
+        OSError."""
+        fds = struct.pack(f"{1 + len(stdio)}i", init_end, *stdio)
+        with self.lock:
+            self.sock.sendmsg([b"start"], [(socket.SOL_SOCKET, socket.SCM_RIGHTS, fds)])
+            reply = self.sock.recv(16)
+        if len(reply) != 4:
+            raise ConnectionResetError(errno.ECONNRESET, "the init template has gone")
+        pid = int.from_bytes(reply, sys.byteorder, signed=True)
+        if pid < 0:
+            raise OSError(-pid, os.strerror(-pid))
+        return pid
+
+    def close(self) -> None:
+        """End the template (it exits when its socket closes) and reap it."""
+        self.sock.close()
+        try:
+            os.waitpid(self.pid, 0)
+        except ChildProcessError:
+            pass
+
+
+_template: _Template | None = None
+
+
+def _start_from_template(theirs: socket.socket, stdio: dict[int, int]) -> int:
+    global _template
+    streams = [stdio.get(target, target) for target in (0, 1, 2)]
+    if _template is not None and _template.owner != os.getpid():
+        _template = None  # a fork of the program that started it: not ours to use
+    for attempt in range(2):
+        if _template is None:
+            _template = _Template()
+        try:
+            return _template.start(theirs.fileno(), streams)
+        except (BrokenPipeError, ConnectionError):
+            _template.close()  # it died (killed?): one more, new
+            _template = None
+            if attempt:
+                raise
+    raise AssertionError("unreachable")
+
+
+def template_pid() -> int | None:
+    """The library's init template's pid, when it runs (the tests look for leftovers)."""
+    return _template.pid if _template is not None and _template.owner == os.getpid() else None
+
+
+def close_template() -> None:
+    """End the library's init template; the next container starts a new one."""
+    global _template
+    if _template is not None and _template.owner == os.getpid():
+        _template.close()
+    _template = None

@@ -344,6 +344,8 @@ class _Supervision:
         while not self.broken:
             try:
                 frame = await channel.receive(sock)
+            except ConnectionResetError:
+                return  # the init closed its end with a message of ours unread: an end
             except OSError as exc:
                 self.protocol_error(f"cannot read init's socket: {exc}")
                 return
@@ -357,6 +359,8 @@ class _Supervision:
         while not self.broken:
             try:
                 frame = channel.receive_now(self.init.sock)
+            except ConnectionResetError:
+                return  # the end (see _read_until_closed)
             except OSError as exc:
                 self.protocol_error(f"cannot read init's socket: {exc}")
                 return

@@ -73,9 +73,12 @@ def no_leaks(request: pytest.FixtureRequest,
     mounts_before = mount_points(owned)
     yield
     deadline = time.monotonic() + 5
+    from pyctr.supervisor.spawn import template_pid
+
+    template = template_pid()  # the library's init template lives as long as this process
     while True:
         reap_orphans()
-        left = descendants()
+        left = descendants() - {template}
         if not left or time.monotonic() > deadline:
             break
         time.sleep(0.02)
@@ -105,9 +108,12 @@ def own_cgroups() -> list[str]:
 
 
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
-    """Remove the tests' cgroup parent and claims directory (empty by then)."""
+    """End the library's init template; remove the tests' cgroup parent and claims
+    directory (empty by then)."""
     from pyctr.supervisor.cgroup import CLAIMS, host_layout
+    from pyctr.supervisor.spawn import close_template
 
+    close_template()
     layout = host_layout()
     for directory in ([os.path.join(layout.root, CGROUP_PARENT)] if layout.kind != "none"
                       else []) + [os.path.join(CLAIMS, CGROUP_PARENT)]:

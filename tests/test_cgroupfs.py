@@ -12,7 +12,13 @@ from pathlib import Path
 import pytest
 from conftest import requires_root
 
-from pyctr.init.cgroupfs import CgroupMount, plan_cgroup_mounts, read_host_cgroup_mounts
+from pyctr.init.cgroupfs import (
+    CgroupMount,
+    _host_mounts,
+    plan_cgroup_mounts,
+    read_host_cgroup_mounts,
+    with_joined,
+)
 from pyctr.linux.syscalls import (
     CLONE_NEWNS,
     MS_BIND,
@@ -195,6 +201,19 @@ def test_malformed_lines_are_ignored() -> None:
     assert plan_cgroup_mounts(cgroup, mountinfo) == [
         TMPFS, CgroupMount("bind", "/sys/fs/cgroup/memory", "memory")
     ]
+
+
+def test_the_cgroups_being_joined_stand_in_for_the_current_ones() -> None:
+    # The init plans its /sys/fs/cgroup while the supervisor moves it into the container's
+    # devices cgroup (v1) and, on a v2 host, its cgroup2 one.
+    mounts = _host_mounts(HYBRID_MOUNTINFO)
+    joined = with_joined(HYBRID_CGROUP, mounts, ["/sys/fs/cgroup/devices/pyctr/box"])
+    assert "5:devices:/pyctr/box" in joined.splitlines()
+    assert [line for line in joined.splitlines() if "devices" not in line] == [
+        line for line in HYBRID_CGROUP.splitlines() if "devices" not in line]
+    unified = with_joined(HYBRID_CGROUP, mounts, ["/sys/fs/cgroup/unified/pyctr/box"])
+    assert "0::/pyctr/box" in unified.splitlines()
+    assert "5:devices:/" in unified.splitlines()
 
 
 def test_cgroup_mount_compares_by_value() -> None:

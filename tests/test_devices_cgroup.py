@@ -27,7 +27,7 @@ from pathlib import Path
 
 import pytest
 from conftest import requires_root
-from helpers import process_state, wait_until
+from helpers import CLI, process_state, wait_until
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -892,3 +892,21 @@ def test_the_cgroup_of_a_killed_supervisor_is_swept(layout: Layout,
     assert name in sweep_stale(layout=layout)
     assert not os.path.exists(path) and not os.path.exists(claim)
     assert name not in sweep_stale(layout=layout)
+
+
+@requires_root
+def test_a_container_sees_its_own_devices_cgroup(rootfs: Path) -> None:
+    # Its /proc/self/cgroup names the container's cgroup, its /sys/fs/cgroup/devices shows
+    # that cgroup's rules, and the cgroup is gone afterwards.
+    if host_layout().kind != "v1":
+        pytest.skip("the devices controller is a cgroup v1 one")
+    name = f"devices-{uuid.uuid4().hex[:8]}"
+    completed = subprocess.run(
+        [CLI, "--name", name, str(rootfs), "/bin/sh", "-c",
+         "grep devices /proc/self/cgroup; cat /sys/fs/cgroup/devices/devices.list"],
+        capture_output=True, text=True, timeout=30)
+    assert completed.returncode == 0, completed.stderr
+    first, *rules = completed.stdout.splitlines()
+    assert first.split(":", 2)[1:] == ["devices", f"/{PARENT}/{name}"]
+    assert set(rules) == {rule.line() for rule in DEFAULT_RULES[1:]}
+    assert not os.path.exists(os.path.join(host_layout().root, PARENT, name))

@@ -184,7 +184,7 @@ def test_container_counts_cannot_exceed_the_payload() -> None:
 
 
 def test_registry_names_every_message() -> None:
-    assert set(MESSAGE_TYPES) == {"hello", "config", "log", "ready", "terminal",
+    assert set(MESSAGE_TYPES) == {"hello", "config", "cgroup_joined", "log", "ready", "terminal",
                                   "workload_started", "workload_exited", "setup_failed"}
     assert Hello().version == PROTOCOL_VERSION
 

@@ -4,9 +4,12 @@ pyctr ends."""
 
 from __future__ import annotations
 
+import io
 import json
 import os
+import re
 import signal
+import subprocess
 import termios
 from collections.abc import Iterator
 from pathlib import Path
@@ -232,3 +235,39 @@ def test_stdin_from_a_terminal_needs_interactive(rootfs: Path, interactive: bool
     finally:
         child.close(force=True)
     assert child.exitstatus == 0
+
+
+def test_a_terminal_without_tty_reaches_the_workload_as_pipes(rootfs: Path) -> None:
+    # Without -t the workload never holds the user's terminal (TIOCSTI, stty, reopening
+    # /proc/self/fd/1 would reach it): pipes stand in, and what it writes still shows.
+    child = pexpect.spawn(CLI, ["--log-level", "error", "-i", str(rootfs), "/bin/sh", "-c",
+                                "for fd in 0 1 2; do echo fd$fd=$(readlink /proc/self/fd/$fd)"
+                                "; done; echo to-stderr >&2; read line; echo got $line"],
+                          encoding="utf-8", timeout=15)
+    shown = io.StringIO()
+    child.logfile_read = shown
+    try:
+        child.expect_exact("fd2=")
+        child.sendline("typed")
+        child.expect_exact("got typed")
+        child.expect(pexpect.EOF)
+    finally:
+        child.close(force=True)
+    assert child.exitstatus == 0
+    text = shown.getvalue()
+    # (stdout and stderr are two pipes, relayed side by side: their order may differ)
+    assert re.search(r"fd0=pipe:\[\d+\]", text) and re.search(r"fd1=pipe:\[\d+\]", text)
+    assert re.search(r"fd2=pipe:\[\d+\]", text) and "to-stderr" in text, text
+
+
+def test_pipes_and_files_are_passed_straight_through(rootfs: Path, tmp_path: Path) -> None:
+    output = tmp_path / "out"
+    with open(output, "w") as file, open(os.devnull) as devnull:
+        completed = subprocess.run(
+            [CLI, "--log-level", "error", str(rootfs), "/bin/sh", "-c",
+             "readlink /proc/self/fd/1; stat -L -c %i /proc/self/fd/1"],
+            stdin=devnull, stdout=file, stderr=subprocess.PIPE, text=True, timeout=30)
+    assert completed.returncode == 0, completed.stderr
+    link, inode = output.read_text().split()
+    # The file itself (seen from inside the container under another name): the same inode.
+    assert not link.startswith("pipe:") and int(inode) == output.stat().st_ino
