@@ -659,7 +659,8 @@ async def supervise(
 
 
 def _announce(state: _Supervision) -> None:
-    """``container.created``, and a warning for each spec field not applied."""
+    """``container.created``, and a warning for each spec field not applied and for devices
+    the kernel cannot restrict here."""
     config = state.config
     state.log.info("container.created", init_pid=state.init.pid, rootfs=config.rootfs,
                    hostname=config.hostname, command=config.command,
@@ -668,6 +669,11 @@ def _announce(state: _Supervision) -> None:
         state.log.warning("spec.field_not_applied", field=field,
                           message=f"{field} is accepted but not applied yet: the container "
                                   f"runs without it")
+    cgroup = state.init.cgroup
+    if cgroup is not None and not cgroup.devices_enforced:
+        state.log.warning("devices.not_enforced", reason=cgroup.unenforced_reason,
+                          message="the kernel cannot hold this container to its devices here; "
+                                  "every mount but /dev is nodev instead")
     caps = config.spec.process.capabilities if config.spec is not None else None
     if caps is not None and caps.unraisable():
         state.log.warning("spec.field_not_applied", field="process.capabilities.ambient",
