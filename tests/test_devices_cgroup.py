@@ -910,3 +910,17 @@ def test_a_container_sees_its_own_devices_cgroup(rootfs: Path) -> None:
     assert first.split(":", 2)[1:] == ["devices", f"/{PARENT}/{name}"]
     assert set(rules) == {rule.line() for rule in DEFAULT_RULES[1:]}
     assert not os.path.exists(os.path.join(host_layout().root, PARENT, name))
+
+
+@requires_root
+def test_device_gives_a_host_node_with_its_permissions(rootfs: Path) -> None:
+    # /dev/kmsg as /dev/k, readable only: the node is made, reads work, writes are refused by
+    # the cgroup (CAP_SYSLOG: the kernel asks for it to read the log). (A node made with
+    # mknod: test_escape.py.)
+    completed = subprocess.run(
+        [CLI, "--device", "/dev/kmsg:/dev/k:r", "--cap-add", "SYSLOG", str(rootfs), "/bin/sh", "-c",
+         "dd if=/dev/k bs=8192 count=1 iflag=nonblock 2>/dev/null | wc -l; "
+         "echo pyctr-test > /dev/k && echo written || echo refused; stat -c %t:%T /dev/k"],
+        capture_output=True, text=True, timeout=30)
+    assert completed.returncode == 0, completed.stderr
+    assert completed.stdout.split() == ["1", "refused", "1:b"], completed.stderr
