@@ -22,6 +22,8 @@ runs. Events go through the caller's structlog configuration.
 
 from __future__ import annotations
 
+import functools
+
 import structlog
 import trio
 
@@ -29,7 +31,7 @@ from pyctr.protocol import LOG_LEVELS
 
 from .cgroup import sweep_stale
 from .errors import PyctrError
-from .spawn import spawn_init
+from .spawn import ensure_template, spawn_init
 from .supervise import Container, supervise
 
 TYPE_CHECKING = False
@@ -77,10 +79,16 @@ async def run(
     if not _swept:  # what killed supervisors left (their containers' empty cgroups): once
         _swept = True
         sweep_stale()
-    init = spawn_init(config, rootfs, fork=False, collect=collect,
-                      stdin=stdin is not None, log_level=_shown_level(), join=False)
-    # The move waits for the kernel (milliseconds on cgroup v1): not on the event loop.
-    await trio.to_thread.run_sync(init.join_cgroup)
+    level = _shown_level()
+    ensure_template()  # here, on the event loop's thread: see its docstring
+    # Both wait for the kernel (the template's clone, the move into the cgroup: milliseconds
+    # on cgroup v1), so on a thread, not on the event loop; shielded, because an init that
+    # was started must reach ``supervise``, which stops it when the caller cancels.
+    with trio.CancelScope(shield=True):
+        init = await trio.to_thread.run_sync(functools.partial(
+            spawn_init, config, rootfs, fork=False, collect=collect,
+            stdin=stdin is not None, log_level=level, join=False))
+        await trio.to_thread.run_sync(init.join_cgroup)
     result = await supervise(init, config, forward_signals="trio" if forward_signals else None,
                              collect_output=collect, stdin=stdin, task_status=task_status)
     if check:

@@ -335,24 +335,36 @@ class _Template:
 
 
 _template: _Template | None = None
+_template_lock = _thread.allocate_lock()
+
+
+def ensure_template() -> None:
+    """Start the library's init template unless it runs. Call it from the thread that will
+    live as long as the containers (the event loop's): the inits' parent is the thread that
+    started the template (CLONE_PARENT), and their parent-death signal fires when that
+    thread ends, as a worker thread does when it has been idle a while."""
+    global _template
+    with _template_lock:
+        if _template is not None and _template.owner != os.getpid():
+            _template = None  # a fork of the program that started it: not ours to use
+        if _template is None:
+            _template = _Template()
 
 
 def _start_from_template(theirs: socket.socket, stdio: dict[int, int]) -> int:
     global _template
-    streams = [stdio.get(target, target) for target in (0, 1, 2)]
-    if _template is not None and _template.owner != os.getpid():
-        _template = None  # a fork of the program that started it: not ours to use
-    for attempt in range(2):
-        if _template is None:
-            _template = _Template()
-        try:
-            return _template.start(theirs.fileno(), streams)
-        except (BrokenPipeError, ConnectionError):
-            _template.close()  # it died (killed?): one more, new
-            _template = None
-            if attempt:
-                raise
-    raise AssertionError("unreachable")
+    ensure_template()
+    template = _template
+    assert template is not None
+    try:
+        return template.start(theirs.fileno(), [stdio.get(target, target)
+                                                for target in (0, 1, 2)])
+    except (BrokenPipeError, ConnectionError):
+        with _template_lock:
+            if _template is template:  # it died (killed?): the next container starts another
+                template.close()
+                _template = None
+        raise
 
 
 def template_pid() -> int | None:

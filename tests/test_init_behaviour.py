@@ -5,19 +5,14 @@ from __future__ import annotations
 
 import json
 import os
-import select
 import signal
 import subprocess
-import threading
+import sys
 import time
 from pathlib import Path
 
-import pytest
 from conftest import requires_root
-from helpers import CLI, Run, wait_until
-
-from pyctr.supervisor import ContainerConfig
-from pyctr.supervisor.spawn import spawn_init
+from helpers import CLI, Run
 
 pytestmark = requires_root
 
@@ -102,29 +97,50 @@ def test_init_keeps_no_descriptor_but_its_socket_and_stdio(rootfs: Path) -> None
     assert len(extra) == 1 and next(iter(extra.values())).startswith("socket:"), targets
 
 
+STARTED_PIPE_SCRIPT = """
+import json, os, select, sys, time
+from pathlib import Path
+from pyctr.linux import signal
+from pyctr.supervisor import ContainerConfig
+from pyctr.supervisor.spawn import spawn_init
+
+config = ContainerConfig(sys.argv[1], ["/bin/sleep", "30"])
+read_end, write_end = os.pipe2(os.O_CLOEXEC)
+try:
+    init = spawn_init(config, config.check(), fork=True, started=write_end)
+finally:
+    os.close(write_end)
+found = {}
+try:
+    found["closed"] = bool(select.select([read_end], [], [], 10)[0])
+    found["eof"] = os.read(read_end, 1) == b""
+    found["init_alive"] = os.waitid(os.P_PIDFD, init.pidfd, os.WEXITED | os.WNOHANG) is None
+    children = Path(f"/proc/{init.pid}/task/{init.pid}/children").read_text().split()
+    found["children"] = len(children)
+    deadline = time.monotonic() + 10
+    while Path(f"/proc/{children[0]}/comm").read_text().strip() != "sleep":
+        if time.monotonic() > deadline:
+            break
+        time.sleep(0.01)
+    found["workload"] = Path(f"/proc/{children[0]}/comm").read_text().strip()
+finally:
+    os.close(read_end)
+    signal.pidfd_send_signal(init.pidfd, signal.SIGKILL)
+    os.waitid(os.P_PIDFD, init.pidfd, os.WEXITED)
+    init.close()
+print(json.dumps(found))
+"""
+
+
 def test_init_closes_the_started_pipe_once_the_workload_runs(rootfs: Path) -> None:
     """The CLI imports trio only after this pipe closes: it must close at the workload's
-    start, not at the init's exit."""
-    if threading.active_count() != 1:
-        pytest.skip("forking the init needs a process with one thread")
-    config = ContainerConfig(rootfs, ["/bin/sleep", "30"])
-    read_end, write_end = os.pipe2(os.O_CLOEXEC)
-    try:
-        init = spawn_init(config, config.check(), fork=True, started=write_end)
-    finally:
-        os.close(write_end)
-    try:
-        assert select.select([read_end], [], [], 10)[0], "the init kept the pipe open"
-        assert os.read(read_end, 1) == b""
-        assert os.waitid(os.P_PIDFD, init.pidfd, os.WEXITED | os.WNOHANG) is None, "init exited"
-        children = Path(f"/proc/{init.pid}/task/{init.pid}/children").read_text().split()
-        assert len(children) == 1, "the workload is not running"
-        # The init hears of the exec when the child's close-on-exec pipe closes, a moment
-        # before the kernel renames the process.
-        wait_until(lambda: Path(f"/proc/{children[0]}/comm").read_text().strip() == "sleep",
-                   "the workload to be sleep")
-    finally:
-        os.close(read_end)
-        signal.pidfd_send_signal(init.pidfd, signal.SIGKILL)
-        os.waitid(os.P_PIDFD, init.pidfd, os.WEXITED)
-        init.close()
+    start, not at the init's exit. (In a process of its own: forking the init, as the CLI
+    does, needs a process with one thread, and the library's tests leave worker threads.)"""
+    completed = subprocess.run([sys.executable, "-c", STARTED_PIPE_SCRIPT, str(rootfs)],
+                               capture_output=True, text=True, timeout=60)
+    assert completed.returncode == 0, completed.stderr
+    found = json.loads(completed.stdout)
+    # The init hears of the exec when the child's close-on-exec pipe closes, a moment
+    # before the kernel renames the process.
+    assert found == {"closed": True, "eof": True, "init_alive": True, "children": 1,
+                     "workload": "sleep"}, found

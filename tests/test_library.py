@@ -212,3 +212,15 @@ async def test_the_init_holds_nothing_of_the_calling_program(
     assert environment.strip(b"\0") == b"", environment
     assert not leaked, "the caller's secret is in the init's memory"
     assert held  # alive until here
+
+
+async def test_library_containers_get_the_same_defaults_as_the_cli(rootfs: Path) -> None:
+    # Capabilities, no_new_privs and the seccomp filter, through the template's init too.
+    result = await run(ContainerConfig(rootfs, ["/bin/grep", "-E", "^(CapEff|NoNewPrivs|Seccomp):",
+                                                "/proc/self/status"]), capture_stdout=True)
+    fields = dict(line.split(":\t") for line in result.stdout.decode().splitlines())
+    assert fields == {"CapEff": "00000000a80425fb", "NoNewPrivs": "1", "Seccomp": "2"}
+    unconfined = await run(ContainerConfig(rootfs, ["/bin/grep", "Seccomp:", "/proc/self/status"],
+                                           security_opt=["seccomp=unconfined"]),
+                           capture_stdout=True)
+    assert unconfined.stdout.split() == [b"Seccomp:", b"0"]

@@ -10,6 +10,7 @@ pipe.
 
 from __future__ import annotations
 
+import copy
 import ctypes
 import errno
 import json
@@ -531,11 +532,13 @@ def test_cache_is_written_private_and_read_back(tmp_path: Path, default_program:
     allow_all = struct.pack("=HBBI", 0x06, 0, 0, ALLOW)
     entry.write_bytes(allow_all)
     assert seccomp.compile_filter(value, cache_dir=str(cache)) == allow_all
-    # A key differs with the value; the same value in another key order is the same key.
-    reordered = dict(reversed(list(value.items())))
+    # A key is the same for an equal value and differs with the value or the machine.
     version = seccomp.libseccomp_version()
-    assert seccomp.cache_key(reordered, version, MACHINE) == entry.name.removesuffix(".bpf")
+    assert seccomp.cache_key(copy.deepcopy(value), version, MACHINE) == entry.name.removesuffix(
+        ".bpf")
     assert seccomp.cache_key(value, version, "aarch64") != entry.name.removesuffix(".bpf")
+    changed = {**value, "defaultErrnoRet": 13}
+    assert seccomp.cache_key(changed, version, MACHINE) != entry.name.removesuffix(".bpf")
 
 
 @requires_libseccomp
