@@ -38,9 +38,24 @@ class _String(_ctypes._SimpleCData):  # type: ignore[type-arg]
 
 
 class _Pointer(_ctypes._SimpleCData):  # type: ignore[type-arg]
-    """``void *``: bytes."""
+    """``void *``: bytes, or an int (None for NULL)."""
 
     _type_ = "P"
+
+
+class _UInt(_ctypes._SimpleCData):  # type: ignore[type-arg]
+    _type_ = "I"
+
+
+class _Char(_ctypes._SimpleCData):  # type: ignore[type-arg]
+    """``char``: with ``from_buffer``, the address of a bytearray's first byte."""
+
+    _type_ = "c"
+
+
+# The C types, for the other modules that bind a library through _ctypes (libseccomp, bpf).
+Int, UInt, Long, ULong, String, Pointer, Char = (_Int, _UInt, _Long, _ULong, _String,
+                                                 _Pointer, _Char)
 
 
 class _Process:

@@ -31,8 +31,7 @@ _SYS_SECCOMP = {"x86_64": 317, "aarch64": 277, "riscv64": 277, "ppc64le": 358, "
 _MACHINE = os.uname().machine
 
 
-class _Char(_ctypes._SimpleCData):  # type: ignore[type-arg]
-    _type_ = "c"
+_Char = libc.Char
 
 
 class _Pinned:

@@ -159,8 +159,7 @@ def program_for(rules: list[DeviceRule]) -> bytes:
 # -- Loading and attaching -----------------------------------------------------------------
 
 
-class _Char(_ctypes._SimpleCData):  # type: ignore[type-arg]
-    _type_ = "c"
+_Char = libc.Char
 
 
 def _view(data: bytearray) -> object:

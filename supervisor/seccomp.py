@@ -51,6 +51,7 @@ import os
 import struct
 import sys
 
+from pyctr.linux import libc
 from pyctr.spec.model import SpecError
 from pyctr.spec.seccomp import check_linux_seccomp, native_architecture
 
@@ -104,32 +105,8 @@ _ARG = struct.Struct("=IIQQ")
 """struct scmp_arg_cmp: argument index, operator, datum_a, datum_b."""
 
 
-class _Int(_ctypes._SimpleCData):  # type: ignore[type-arg]
-    _type_ = "i"
-
-
-class _UInt(_ctypes._SimpleCData):  # type: ignore[type-arg]
-    _type_ = "I"
-
-
-class _ULong(_ctypes._SimpleCData):  # type: ignore[type-arg]
-    _type_ = "L"
-
-
-class _String(_ctypes._SimpleCData):  # type: ignore[type-arg]
-    """``const char *``: bytes."""
-
-    _type_ = "z"
-
-
-class _Pointer(_ctypes._SimpleCData):  # type: ignore[type-arg]
-    """``void *``: an int (None for NULL), or bytes to pass a buffer."""
-
-    _type_ = "P"
-
-
-class _Char(_ctypes._SimpleCData):  # type: ignore[type-arg]
-    _type_ = "c"
+_Int, _UInt, _ULong, _String, _Pointer, _Char = (libc.Int, libc.UInt, libc.ULong,
+                                                 libc.String, libc.Pointer, libc.Char)
 
 
 class _Version(_ctypes.Array):  # type: ignore[type-arg]

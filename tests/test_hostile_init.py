@@ -49,6 +49,7 @@ from pyctr.protocol import (
 from pyctr.protocol.codec import encode_value, frame
 from pyctr.protocol.messages import EXIT_PROTOCOL_ERROR, printable
 from pyctr.supervisor import ContainerConfig, ContainerFailed, ContainerResult, api
+from pyctr.supervisor.cgroup import ContainerCgroup, Layout
 from pyctr.supervisor.logfile import LogFile
 from pyctr.supervisor.logs import configure
 from pyctr.supervisor.spawn import InitProcess
@@ -697,3 +698,19 @@ def test_cli_prints_a_forged_setup_failure_escaped(tmp_path: Path, rootfs: Path)
     assert run.record("container.failed")["message"] == line.removeprefix(
         "pyctr-supervise: error: ")
 
+
+
+async def test_a_host_that_cannot_restrict_devices_is_one_warning(fake: FakeInit,
+                                                                  logs: Logs) -> None:
+    # The cgroup of a host with neither a devices controller nor a device program: the
+    # supervisor says so once, as a warning (the init makes the mounts nodev instead).
+    fake.init.cgroup = ContainerCgroup("hostile", Layout("none"), [], devices_enforced=False,
+                                       unenforced_reason="no devices controller here")
+    fake.start_workload()
+    fake.send(WorkloadExited(0, None))
+    fake.exit()
+    result = await supervise_fake(fake)
+    assert (result.error, result.exit_code) == (None, 0)
+    [warning] = [record for record in logs.records()
+                 if record["event"] == "devices.not_enforced"]
+    assert warning["level"] == "warning" and warning["reason"] == "no devices controller here"

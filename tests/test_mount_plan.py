@@ -306,3 +306,20 @@ def test_a_masked_or_read_only_path_the_kernel_lacks_is_left_alone() -> None:
     assert "pivot_root" in sys.names()
     assert not any(call[0] == "mount" and call[2] == "/r/proc/timer_stats"
                    for call in sys.calls)
+
+
+def test_nodev_makes_the_root_and_every_mount_but_dev_nodev() -> None:
+    # Where the kernel cannot hold the container to its devices (no devices controller, no
+    # device program): no node outside /dev opens, even on a tmpfs that asks for dev.
+    spec = default_spec(tmpfs=["/run:dev"])
+    sys, _ = run_plan(spec, nodev=True)
+    root_bind = ("mount", "/r", "/r", None, MS_BIND | MS_REC, None)
+    nodev_root = next(call for call in sys.calls if call[0] == "set_recursive")
+    assert nodev_root[1:] == ("/r", MS_NODEV)
+    assert sys.calls.index(root_bind) < sys.calls.index(nodev_root)
+    flags = {call[2]: int(call[4]) for call in mounts(sys.calls) if call[1] != "/r"}
+    assert flags["/r/run"] & MS_NODEV
+    assert not flags["/r/dev"] & MS_NODEV and not flags["/r/dev/pts"] & MS_NODEV
+    plain, _ = run_plan(spec)
+    assert not [call for call in plain.calls if call[:2] == ("set_recursive", "/r")]
+    assert not {call[2]: int(call[4]) for call in mounts(plain.calls)}["/r/run"] & MS_NODEV
