@@ -59,7 +59,8 @@ def _unescape(field: str) -> str:
     return "".join(parts)
 
 
-def _host_mounts(mountinfo: str) -> list[HostMount]:
+def host_mounts(mountinfo: str) -> list[HostMount]:
+    """The cgroup and cgroup2 mounts in ``mountinfo``."""
     mounts: list[HostMount] = []
     for line in mountinfo.splitlines():
         if " - cgroup" not in line:  # most lines: no need to split them
@@ -106,7 +107,7 @@ def plan_cgroup_mounts(proc_self_cgroup: str, mountinfo: str) -> list[CgroupMoun
     """What to mount, in order: tmpfs first, then binds in /proc/self/cgroup order, then
     symlinks. Hierarchies that are not mounted on the host (or not visible there) are
     skipped."""
-    return _plan(proc_self_cgroup, _host_mounts(mountinfo))
+    return _plan(proc_self_cgroup, host_mounts(mountinfo))
 
 
 def _plan(proc_self_cgroup: str, mounts: list[HostMount]) -> list[CgroupMount]:
@@ -152,7 +153,7 @@ def plan_cgroup_tree(proc_self_cgroup: str,
     else is mounted below it, one recursive bind of that directory shows every hierarchy's
     root, and only the hierarchies where the process is not at the root need a bind of its
     own cgroup on top. Returns (that directory, those binds), or None."""
-    return _tree(_host_mounts(mountinfo), _plan(proc_self_cgroup, _host_mounts(mountinfo)),
+    return _tree(host_mounts(mountinfo), _plan(proc_self_cgroup, host_mounts(mountinfo)),
                  mountinfo)
 
 
@@ -177,19 +178,21 @@ def _tree(mounts: list[HostMount], plan: list[CgroupMount],
     return parent, [step for step in binds if step.source != f"{parent}/{step.target}"]
 
 
+def read_proc_file(path: str) -> str:
+    """The whole of a /proc file, read in one pass. fsdecode keeps bytes that are not UTF-8,
+    so mount(2) gets a path back intact."""
+    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        chunks = []
+        while chunk := os.read(fd, 65536):
+            chunks.append(chunk)
+    finally:
+        os.close(fd)
+    return os.fsdecode(b"".join(chunks))
+
+
 def _read_host_files() -> tuple[str, str]:
-    texts = []
-    for path in ("/proc/self/cgroup", "/proc/self/mountinfo"):
-        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
-        try:
-            chunks = []
-            while chunk := os.read(fd, 65536):
-                chunks.append(chunk)
-        finally:
-            os.close(fd)
-        # fsdecode keeps bytes that are not UTF-8, so mount(2) gets the path back intact.
-        texts.append(os.fsdecode(b"".join(chunks)))
-    return texts[0], texts[1]
+    return read_proc_file("/proc/self/cgroup"), read_proc_file("/proc/self/mountinfo")
 
 
 def with_joined(proc_self_cgroup: str, mounts: list[HostMount],
@@ -222,7 +225,7 @@ def read_host_cgroups(joining: list[str] | tuple[str, ...] = (),
     of the files. ``joining``: host directories of cgroups this process is being moved into
     (the container's own), to show as its cgroups in their hierarchies already."""
     proc_self_cgroup, mountinfo = _read_host_files()
-    mounts = _host_mounts(mountinfo)
+    mounts = host_mounts(mountinfo)
     if joining:
         proc_self_cgroup = with_joined(proc_self_cgroup, mounts, joining)
     plan = _plan(proc_self_cgroup, mounts)

@@ -38,7 +38,7 @@ import fcntl
 import os
 import time
 
-from pyctr.init.cgroupfs import _host_mounts
+from pyctr.init.cgroupfs import host_mounts, read_proc_file
 from pyctr.spec.model import DEVICES, SpecError
 
 from .errors import PyctrError
@@ -200,7 +200,7 @@ def detect_layout(mountinfo: str) -> Layout:
     """The layout that the text of /proc/self/mountinfo describes. A devices hierarchy wins
     (hybrid hosts have both, and its controller is the one that enforces); the first such
     mount is used, as runc does. Of mounts stacked on /sys/fs/cgroup the last one shows."""
-    for _, point, fstype, options in _host_mounts(mountinfo):
+    for _, point, fstype, options in host_mounts(mountinfo):
         if fstype == "cgroup" and "devices" in options:
             return Layout("v1", point)
     top = ""
@@ -214,14 +214,7 @@ def detect_layout(mountinfo: str) -> Layout:
 
 def host_layout() -> Layout:
     """``detect_layout`` of this process's mount table, now."""
-    fd = os.open("/proc/self/mountinfo", os.O_RDONLY | os.O_CLOEXEC)
-    try:
-        chunks = []
-        while chunk := os.read(fd, 65536):
-            chunks.append(chunk)
-    finally:
-        os.close(fd)
-    return detect_layout(os.fsdecode(b"".join(chunks)))
+    return detect_layout(read_proc_file("/proc/self/mountinfo"))
 
 
 class CgroupFiles:

@@ -267,20 +267,18 @@ def _start_in_new_pid_namespace(ours: socket.socket, theirs: socket.socket,
             raise PyctrError(f"cannot create a PID namespace ({exc}); run pyctr as root",
                              error="host.unshare_failed") from None
         try:
-            if fork:
-                pid = os.fork()
-                if pid == 0:  # pragma: no cover - the child is the init; it never returns
-                    signal.set_wakeup_fd(-1)  # a trio caller's: not ours to write to
-                    ours.close()
-                    for target, source in stdio.items():
-                        os.dup2(source, target)
-                    # Imported here, not by the CLI before the fork: the CLI builds the
-                    # container's spec meanwhile, on the other CPU.
-                    from pyctr.init import run
+            pid = os.fork()
+            if pid == 0:  # pragma: no cover - the child is the init; it never returns
+                signal.set_wakeup_fd(-1)  # a trio caller's: not ours to write to
+                ours.close()
+                for target, source in stdio.items():
+                    os.dup2(source, target)
+                # Imported here, not by the CLI before the fork: the CLI builds the
+                # container's spec meanwhile, on the other CPU.
+                from pyctr.init import run
 
-                    run(theirs, started, spec)
-                return pid
-            raise AssertionError("the template starts the library's inits")
+                run(theirs, started, spec)
+            return pid
         finally:
             setns(own_namespace, CLONE_NEWPID)
     finally:

@@ -14,7 +14,7 @@ from conftest import requires_root
 
 from pyctr.init.cgroupfs import (
     CgroupMount,
-    _host_mounts,
+    host_mounts,
     plan_cgroup_mounts,
     read_host_cgroup_mounts,
     with_joined,
@@ -206,7 +206,7 @@ def test_malformed_lines_are_ignored() -> None:
 def test_the_cgroups_being_joined_stand_in_for_the_current_ones() -> None:
     # The init plans its /sys/fs/cgroup while the supervisor moves it into the container's
     # devices cgroup (v1) and, on a v2 host, its cgroup2 one.
-    mounts = _host_mounts(HYBRID_MOUNTINFO)
+    mounts = host_mounts(HYBRID_MOUNTINFO)
     joined = with_joined(HYBRID_CGROUP, mounts, ["/sys/fs/cgroup/devices/pyctr/box"])
     assert "5:devices:/pyctr/box" in joined.splitlines()
     assert [line for line in joined.splitlines() if "devices" not in line] == [

@@ -31,7 +31,7 @@ from helpers import CLI, process_state, wait_until
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from pyctr.init.cgroupfs import _host_mounts
+from pyctr.init.cgroupfs import host_mounts
 from pyctr.linux.syscalls import (
     CLONE_NEWNS,
     MS_NODEV,
@@ -537,7 +537,7 @@ def test_the_program_decides_as_the_v1_controller(rules: list[DeviceRule]) -> No
 
 def cgroup2_root() -> str | None:
     with open("/proc/self/mountinfo") as file:
-        mounts = _host_mounts(file.read())
+        mounts = host_mounts(file.read())
     return next((point for _, point, fstype, _ in mounts if fstype == "cgroup2"), None)
 
 
