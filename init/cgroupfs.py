@@ -11,14 +11,17 @@ text of /proc/self/cgroup and /proc/self/mountinfo, so every layout can be teste
 
 from __future__ import annotations
 
-import os
+from pyctr.linux.procfs import (
+    find_hierarchy,
+    hierarchy_directory,
+    host_mounts,
+    read_proc_file,
+    unescape,
+)
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from typing import TypeAlias
-
-    # (root inside the hierarchy, mount point, fstype, super options)
-    HostMount: TypeAlias = "tuple[str, str, str, frozenset[str]]"
+    from pyctr.linux.procfs import HostMount
 
 # runc picks v2 mode when this is a cgroup2 mount (it checks with statfs).
 _UNIFIED_MOUNT_POINT = "/sys/fs/cgroup"
@@ -43,64 +46,9 @@ class CgroupMount:
         return (self.kind, self.source, self.target) == (other.kind, other.source, other.target)
 
 
-def _unescape(field: str) -> str:
-    # The kernel writes space, tab, newline and backslash as \ooo, so every backslash in
-    # mountinfo starts an escape; anything else is left as found rather than guessed at.
-    if "\\" not in field:
-        return field
-    head, *rest = field.split("\\")
-    parts = [head]
-    for piece in rest:
-        code = piece[:3]
-        if len(code) == 3 and not code.strip("01234567"):
-            parts.append(chr(int(code, 8)) + piece[3:])
-        else:
-            parts.append("\\" + piece)
-    return "".join(parts)
-
-
-def host_mounts(mountinfo: str) -> list[HostMount]:
-    """The cgroup and cgroup2 mounts in ``mountinfo``."""
-    mounts: list[HostMount] = []
-    for line in mountinfo.splitlines():
-        if " - cgroup" not in line:  # most lines: no need to split them
-            continue
-        # split(" ") rather than split(): an empty source field must keep its place.
-        fields = line.split(" ")
-        if "-" not in fields[6:]:
-            continue
-        tail = fields.index("-", 6) + 1
-        if len(fields) < tail + 3 or fields[tail] not in ("cgroup", "cgroup2"):
-            continue
-        options = frozenset(fields[tail + 2].split(","))
-        mounts.append((_unescape(fields[3]), _unescape(fields[4]), fields[tail], options))
-    return mounts
-
-
 def _mount_points(mountinfo: str) -> list[str]:
-    return [_unescape(line.split(" ", 5)[4]) for line in mountinfo.splitlines()
+    return [unescape(line.split(" ", 5)[4]) for line in mountinfo.splitlines()
             if line.count(" ") >= 5]
-
-
-def _find(mounts: list[HostMount], controllers: str) -> HostMount | None:
-    # Hierarchy 0 is the v2 one; a v1 hierarchy's super options name all its controllers (or
-    # its name=...). The first match wins, as it does for runc.
-    wanted = frozenset(controllers.split(","))
-    for mount in mounts:
-        if controllers and mount[2] == "cgroup" and wanted <= mount[3]:
-            return mount
-        if not controllers and mount[2] == "cgroup2":
-            return mount
-    return None
-
-
-def _source(mount: HostMount, path: str) -> str | None:
-    """The host directory for ``path`` in the hierarchy, or None if this mount cannot show it
-    (a mount of a subtree elsewhere, or a path outside our cgroup namespace: "/../x")."""
-    root, point = mount[0].rstrip("/"), mount[1].rstrip("/")
-    if "/../" in path + "/" or not (path + "/").startswith(root + "/"):
-        return None
-    return point + path[len(root):].rstrip("/") or "/"
 
 
 def plan_cgroup_mounts(proc_self_cgroup: str, mountinfo: str) -> list[CgroupMount]:
@@ -124,14 +72,14 @@ def _plan(proc_self_cgroup: str, mounts: list[HostMount]) -> list[CgroupMount]:
     unified = [m for m in mounts if m[2] == "cgroup2" and m[1] == _UNIFIED_MOUNT_POINT]
     if unified:
         paths = [path for controllers, path in hierarchies if not controllers]
-        source = _source(unified[0], paths[0]) if paths else None
+        source = hierarchy_directory(unified[0], paths[0]) if paths else None
         return [] if source is None else [CgroupMount("bind", source, "")]
 
     plan = [CgroupMount("tmpfs", "", "")]
     links: list[tuple[str, str]] = []
     for controllers, path in hierarchies:
-        mount = _find(mounts, controllers)
-        source = None if mount is None else _source(mount, path)
+        mount = find_hierarchy(mounts, controllers)
+        source = None if mount is None else hierarchy_directory(mount, path)
         name = "" if mount is None else mount[1].rpartition("/")[2]
         # Two hierarchies mounted under the same basename elsewhere: the first one keeps it.
         if source is None or not name or any(step.target == name for step in plan):
@@ -178,19 +126,6 @@ def _tree(mounts: list[HostMount], plan: list[CgroupMount],
     return parent, [step for step in binds if step.source != f"{parent}/{step.target}"]
 
 
-def read_proc_file(path: str) -> str:
-    """The whole of a /proc file, read in one pass. fsdecode keeps bytes that are not UTF-8,
-    so mount(2) gets a path back intact."""
-    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
-    try:
-        chunks = []
-        while chunk := os.read(fd, 65536):
-            chunks.append(chunk)
-    finally:
-        os.close(fd)
-    return os.fsdecode(b"".join(chunks))
-
-
 def _read_host_files() -> tuple[str, str]:
     return read_proc_file("/proc/self/cgroup"), read_proc_file("/proc/self/mountinfo")
 
@@ -203,7 +138,7 @@ def with_joined(proc_self_cgroup: str, mounts: list[HostMount],
     lines = []
     for line in proc_self_cgroup.splitlines():
         number, controllers, _ = line.split(":", 2)
-        mount = None if controllers.startswith("name=") else _find(mounts, controllers)
+        mount = None if controllers.startswith("name=") else find_hierarchy(mounts, controllers)
         if mount is not None:
             point = mount[1].rstrip("/") + "/"
             for directory in joining:
@@ -230,3 +165,4 @@ def read_host_cgroups(joining: list[str] | tuple[str, ...] = (),
         proc_self_cgroup = with_joined(proc_self_cgroup, mounts, joining)
     plan = _plan(proc_self_cgroup, mounts)
     return _tree(mounts, plan, mountinfo), plan
+

@@ -16,6 +16,7 @@ from __future__ import annotations
 import errno as errno_codes
 import gc
 import os
+import time
 
 from pyctr.linux import signal
 from pyctr.linux.syscalls import (
@@ -160,6 +161,7 @@ def _run(channel: Channel, started: int, inherited: Spec | None) -> int:
         channel.log("debug", "workload.exec", path=path, argv=list(argv))
         seccomp = (bytes.fromhex(config.seccomp), config.seccomp_flags) if config.seccomp \
             else None
+        began = time.monotonic()
         pid = workload.start(path, argv, env, process, terminal, seccomp)
     except workload.WorkloadError as exc:
         channel.send(SetupFailed(exc.exit_code, exc.error, exc.message))
@@ -176,10 +178,16 @@ def _run(channel: Channel, started: int, inherited: Spec | None) -> int:
     channel.send_for(WorkloadStarted(pid), pid)
 
     status = relay_and_reap(pid, channel, group=config.signal_group)
+    wall_time_us = int((time.monotonic() - began) * 1_000_000)
+    remaining, killed = stop_remaining(config.stop_signal, config.stop_timeout_ms / 1000)
+    if remaining:
+        channel.log("info" if not killed else "warning", "container.remaining_stopped",
+                    remaining=remaining, killed=killed,
+                    stop_signal=config.stop_signal)
     if os.WIFSIGNALED(status):
-        channel.send(WorkloadExited(None, os.WTERMSIG(status)))
+        channel.send(WorkloadExited(None, os.WTERMSIG(status), wall_time_us, remaining, killed))
         return 128 + os.WTERMSIG(status)
-    channel.send(WorkloadExited(os.WEXITSTATUS(status), None))
+    channel.send(WorkloadExited(os.WEXITSTATUS(status), None, wall_time_us, remaining, killed))
     return os.WEXITSTATUS(status)
 
 
@@ -307,3 +315,63 @@ def relay_and_reap(pid: int, channel: Channel, *, group: bool = True) -> int:
                 break
             if reaped == pid:
                 return status
+
+
+def stop_remaining(stop_signal: int, timeout: float) -> tuple[int, int]:
+    """After the main process's exit: send ``stop_signal`` to every other process of the
+    container, give them ``timeout`` seconds to exit, then SIGKILL whoever is left and wait
+    until all are gone. Returns (how many were running, how many needed SIGKILL).
+
+    Init is PID 1 of the container's PID namespace, so ``kill(-1, ...)`` reaches every other
+    process in it and nothing outside, and every orphan becomes init's child, to be reaped
+    here. A daemon (``setsid sleep 300 &``) is one of them: it does not outlive the run."""
+    _reap_zombies()
+    remaining = _count_processes()
+    if not _signal_all(stop_signal):
+        return 0, 0
+    deadline = time.monotonic() + timeout
+    while True:
+        _reap_zombies()
+        if not _signal_all(0):
+            return max(remaining, 1), 0
+        left = deadline - time.monotonic()
+        if left <= 0:
+            break
+        signal.sigtimedwait((signal.SIGCHLD,), min(left, 0.5))
+    killed = _count_processes()
+    _signal_all(signal.SIGKILL)
+    while True:
+        try:
+            os.waitpid(-1, 0)
+        except ChildProcessError:
+            break
+    return max(remaining, killed, 1), max(killed, 1)
+
+
+def _signal_all(signum: int) -> bool:
+    """Send ``signum`` (0: only check) to every other process of the container; whether
+    there was any."""
+    try:
+        os.kill(-1, signum)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+def _reap_zombies() -> None:
+    while True:
+        try:
+            reaped, _ = os.waitpid(-1, os.WNOHANG)
+        except ChildProcessError:
+            return
+        if reaped == 0:
+            return
+
+
+def _count_processes() -> int:
+    """The container's processes besides init, from its /proc (0 when it has none
+    mounted: the caller counts at least one when a signal reached someone)."""
+    try:
+        return sum(1 for entry in os.listdir("/proc") if entry.isdigit() and entry != "1")
+    except OSError:
+        return 0

@@ -38,7 +38,7 @@ if TYPE_CHECKING:
 
     from .codec import Value
 
-PROTOCOL_VERSION = 5
+PROTOCOL_VERSION = 6
 EXIT_SETUP_FAILED = 125
 """pyctr could not run the container (the CLI's status, as docker's)."""
 EXIT_CANNOT_EXECUTE = 126
@@ -57,6 +57,8 @@ MAX_SIGNAL = 64
 """Signals are 1-64 on Linux (``SIGRTMAX``)."""
 MAX_PID = 1 << 22
 """PID_MAX_LIMIT on 64-bit Linux: no pid is larger."""
+MAX_WALL_TIME_US = 10 * 365 * 86400 * 1_000_000
+"""Ten years: no workload's wall time is longer."""
 MAX_NAME_LENGTH = 128
 """Longest event or error name accepted from the peer."""
 LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
@@ -185,10 +187,12 @@ class Config(Message):
     flags for it. ``nodev``: no device filter could be set up on this host, so every mount
     but ``/dev``, the root included, is made nodev. ``cgroups``: the container's cgroup
     directories (host paths): when there are any, init waits for CgroupJoined before it
-    starts the workload."""
+    starts the workload. ``stop_signal``, ``stop_timeout_ms``: what init does with the
+    processes still running when the workload's main process has exited: the signal, then
+    SIGKILL after that many milliseconds."""
 
     __slots__ = ("cgroups", "chroot", "container", "log_level", "nodev", "rootfs", "seccomp",
-                 "seccomp_flags", "signal_group", "spec")
+                 "seccomp_flags", "signal_group", "spec", "stop_signal", "stop_timeout_ms")
     TYPE = "config"
     FIELDS = (
         ("container", "str"),
@@ -201,12 +205,15 @@ class Config(Message):
         ("seccomp_flags", "int"),
         ("nodev", "bool"),
         ("cgroups", "[str]"),
+        ("stop_signal", "int"),
+        ("stop_timeout_ms", "int"),
     )
 
     def __init__(self, container: str, rootfs: str, spec: dict[str, Value], *,
                  chroot: bool = False, signal_group: bool = True,
                  log_level: str = "debug", seccomp: str = "", seccomp_flags: int = 0,
-                 nodev: bool = False, cgroups: list[str] | None = None) -> None:
+                 nodev: bool = False, cgroups: list[str] | None = None,
+                 stop_signal: int = 15, stop_timeout_ms: int = 10_000) -> None:
         self.container = container
         self.rootfs = rootfs
         self.spec = spec
@@ -217,6 +224,15 @@ class Config(Message):
         self.seccomp_flags = seccomp_flags
         self.nodev = nodev
         self.cgroups = list(cgroups or [])
+        self.stop_signal = stop_signal
+        self.stop_timeout_ms = stop_timeout_ms
+
+    def check(self) -> None:
+        if not 1 <= self.stop_signal <= MAX_SIGNAL:
+            raise MalformedMessage(f"config.stop_signal {self.stop_signal} is outside "
+                                   f"1-{MAX_SIGNAL}")
+        if self.stop_timeout_ms < 0:
+            raise MalformedMessage("config.stop_timeout_ms is negative")
 
 
 class Log(Message):
@@ -295,15 +311,24 @@ class WorkloadStarted(Message):
 
 
 class WorkloadExited(Message):
-    """Exactly one of ``code`` (normal exit) and ``signal`` (killed by it) is set."""
+    """Exactly one of ``code`` (normal exit) and ``signal`` (killed by it) is set.
+    ``wall_time_us``: the workload's wall-clock time, from just before init started it to
+    its reap. ``remaining``: processes still running in the container when the main process
+    exited, which init then stopped (``Config.stop_signal``); ``killed``: how many of those
+    needed SIGKILL after the stop timeout."""
 
-    __slots__ = ("code", "signal")
+    __slots__ = ("code", "killed", "remaining", "signal", "wall_time_us")
     TYPE = "workload_exited"
-    FIELDS = (("code", "int?"), ("signal", "int?"))
+    FIELDS = (("code", "int?"), ("signal", "int?"), ("wall_time_us", "int"),
+              ("remaining", "int"), ("killed", "int"))
 
-    def __init__(self, code: int | None, signal: int | None) -> None:
+    def __init__(self, code: int | None, signal: int | None, wall_time_us: int = 0,
+                 remaining: int = 0, killed: int = 0) -> None:
         self.code = code
         self.signal = signal
+        self.wall_time_us = wall_time_us
+        self.remaining = remaining
+        self.killed = killed
 
     def check(self) -> None:
         if (self.code is None) == (self.signal is None):
@@ -314,6 +339,13 @@ class WorkloadExited(Message):
         if self.signal is not None and not 1 <= self.signal <= MAX_SIGNAL:
             raise MalformedMessage(f"workload_exited.signal {self.signal} is outside "
                                    f"1-{MAX_SIGNAL}")
+        if not 0 <= self.wall_time_us <= MAX_WALL_TIME_US:
+            raise MalformedMessage(f"workload_exited.wall_time_us {self.wall_time_us} is "
+                                   f"outside 0-{MAX_WALL_TIME_US}")
+        if not 0 <= self.killed <= self.remaining <= MAX_PID:
+            raise MalformedMessage(f"workload_exited: killed {self.killed} and remaining "
+                                   f"{self.remaining} must satisfy 0 <= killed <= remaining "
+                                   f"<= {MAX_PID}")
 
 
 class SetupFailed(Message):

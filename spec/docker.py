@@ -1,5 +1,5 @@
 """What ``docker run`` means, as a spec: pyctr's defaults, which are docker's (its mounts,
-plus the original program's ``/tmp``; a new namespace of every kind but user, cgroup and time;
+plus the original program's ``/tmp``; a new namespace of every kind but user and time;
 PATH; the stop timeout), and ``build_spec``, the one translation of docker's options (``-u``,
 ``--read-only``, and through ``spec.flags`` ``-v``, ``--tmpfs``, ``--mount``, ``--ulimit``)
 into a spec. The CLI and the library's ``ContainerConfig`` both describe a container this way.
@@ -12,11 +12,15 @@ import os
 from .model import Linux, Mount, Namespace, Process, Rlimit, Spec, SpecError, User
 from .security import SecurityOptions
 
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from .limits import ResourceOptions
+
 DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 DEFAULT_STOP_TIMEOUT = 10.0
 """Seconds between the stop signal and SIGKILL."""
 OCI_VERSION = "1.0.2"
-NAMESPACES = ("pid", "network", "ipc", "uts", "mount")
+NAMESPACES = ("pid", "network", "ipc", "uts", "mount", "cgroup")
 
 
 
@@ -46,8 +50,8 @@ class DockerOptions:
     """A container as docker's options describe it (``ContainerConfig``'s keywords, the CLI's
     flags), kept as given until ``build`` turns it into a spec."""
 
-    __slots__ = ("command", "env", "hostname", "mounts", "read_only", "security", "tmpfs", "tty",
-                 "ulimits", "user", "volumes", "workdir")
+    __slots__ = ("command", "env", "hostname", "limits", "mounts", "read_only", "security",
+                 "tmpfs", "tty", "ulimits", "user", "volumes", "workdir")
 
     def __init__(self, command: list[str], *, hostname: str | None = None,
                  env: dict[str, str] | None = None, workdir: str = "/",
@@ -56,9 +60,11 @@ class DockerOptions:
                  tmpfs: list[str] | tuple[str, ...] = (),
                  mounts: list[str] | tuple[str, ...] = (),
                  ulimits: list[str] | tuple[str, ...] = (), tty: bool = False,
-                 security: SecurityOptions | None = None) -> None:
+                 security: SecurityOptions | None = None,
+                 limits: ResourceOptions | None = None) -> None:
         self.command, self.hostname, self.env = list(command), hostname, dict(env or {})
         self.security = security or SecurityOptions()
+        self.limits = limits
         self.workdir, self.user, self.read_only = workdir, user, read_only
         self.volumes, self.tmpfs = list(volumes), list(tmpfs)
         self.mounts, self.ulimits, self.tty = list(mounts), list(ulimits), tty
@@ -68,7 +74,8 @@ class DockerOptions:
                           workdir=self.workdir, user=self.user, read_only=self.read_only,
                           volumes=self.volumes, tmpfs=self.tmpfs, mounts=self.mounts,
                           ulimits=self.ulimits, tty=self.tty, term=term,
-                          make_volumes=make_volumes, security=self.security)
+                          make_volumes=make_volumes, security=self.security,
+                          limits=self.limits)
 
 
 def build_spec(rootfs: str, command: list[str], *, hostname: str | None,
@@ -78,10 +85,12 @@ def build_spec(rootfs: str, command: list[str], *, hostname: str | None,
                mounts: list[str] | tuple[str, ...] = (),
                ulimits: list[str] | tuple[str, ...] = (), tty: bool = False,
                term: str = "xterm", make_volumes: bool = True,
-               security: SecurityOptions | None = None) -> Spec:
+               security: SecurityOptions | None = None,
+               limits: ResourceOptions | None = None) -> Spec:
     """The spec of a container described with docker's options. ``user`` is looked up in the
     rootfs (which must exist then); ``make_volumes`` creates missing named volumes;
-    ``security``: capabilities, no_new_privs, seccomp and devices (default: docker's)."""
+    ``security``: capabilities, no_new_privs, seccomp and devices (default: docker's);
+    ``limits``: memory, CPU and pids limits (default: none)."""
     if not os.path.isabs(workdir):
         raise SpecError(f"working directory {workdir!r} must be an absolute path")
     account_user, home = User(), "/root"
@@ -114,6 +123,8 @@ def build_spec(rootfs: str, command: list[str], *, hostname: str | None,
     from pyctr.linux.syscalls import held_capabilities
 
     (security or SecurityOptions()).apply(spec, held=held_capabilities())
+    if limits is not None:
+        limits.apply(spec)
     spec.check()
     return spec
 

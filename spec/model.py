@@ -22,9 +22,10 @@ NAMESPACE_TYPES = ("pid", "network", "mount", "ipc", "uts", "user", "cgroup", "t
 PROPAGATIONS = ("", "private", "rprivate", "slave", "rslave", "shared", "rshared",
                 "unbindable", "runbindable")
 DEVICE_TYPES = ("c", "u", "b", "p")
-PENDING_FIELDS = ("linux.resources", "linux.cgroupsPath")
+PENDING_FIELDS = ("linux.resources",)
+"""Accepted though pyctr applies only part of them: ``Spec.pending_fields`` names each member
+present that it does not apply, and each gets a warning."""
 CAPABILITY_SETS = ("bounding", "effective", "inheritable", "permitted", "ambient")
-"""Accepted before the work that applies them lands; each gets a warning when present."""
 # The runtime spec's default devices, which every container gets whatever linux.devices says:
 # (name in /dev, major, minor) of the character devices; /dev/ptmx is a link into the
 # container's own devpts, and /dev/console is the terminal's, when there is one.
@@ -272,15 +273,13 @@ class Spec:
         _check(self)
 
     def pending_fields(self) -> list[str]:
-        """The fields present that pyctr accepts but does not apply yet (PENDING_FIELDS);
-        of ``linux.resources``, its ``devices`` are applied (the container's cgroup)."""
-        resources = self.linux.resources
-        present = {
-            "linux.resources": resources is not None and not (
-                isinstance(resources, dict) and set(resources) <= {"devices"}),
-            "linux.cgroupsPath": self.linux.cgroups_path is not None,
-        }
-        return [name for name in PENDING_FIELDS if present[name]]
+        """The dotted names of the fields present that pyctr accepts but does not apply
+        (of PENDING_FIELDS): the members of ``linux.resources`` other than its memory, cpu and
+        pids limits and its devices (``linux.resources.blockIO``,
+        ``linux.resources.memory.kernel``; see ``spec.limits.unapplied_resources``)."""
+        from .limits import unapplied_resources  # here: spec.limits imports this module
+
+        return unapplied_resources(self.linux.resources)
 
     def to_value(self) -> dict[str, Value]:
         value: dict[str, Value] = {"ociVersion": self.oci_version,

@@ -6,7 +6,7 @@
     async def main():
         result = await run(ContainerConfig("./rootfs", ["/bin/echo", "hello"]),
                            capture_stdout=True)
-        print(result.exit_code, result.stdout, result.duration)
+        print(result.exit_code, result.stdout, result.wall_time_s)
 
         async with trio.open_nursery() as nursery:  # a long-running one, stopped later
             container = await nursery.start(run, ContainerConfig("./rootfs", ["sleep", "1d"]))
@@ -31,6 +31,7 @@ from pyctr.protocol import LOG_LEVELS
 
 from .cgroup import sweep_stale
 from .errors import PyctrError
+from .primer import keep_primed
 from .spawn import ensure_template, spawn_init
 from .supervise import Container, supervise
 
@@ -80,6 +81,7 @@ async def run(
         _swept = True
         sweep_stale()
     level = _shown_level()
+    keep_primed()  # the init's move into its cgroup need not wait for the kernel
     ensure_template()  # here, on the event loop's thread: see its docstring
     # Both wait for the kernel (the template's clone, the move into the cgroup: milliseconds
     # on cgroup v1), so on a thread, not on the event loop; shielded, because an init that

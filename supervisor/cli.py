@@ -71,6 +71,11 @@ def run_cli(argv: list[str]) -> int:
         return _fail(exc)
     if line.help or line.version:
         return _show(help_text() if line.help else f"{PROG} {VERSION}")
+    status: int | None = None
+    try:
+        status = _open_status(line)
+    except PyctrError as exc:
+        return _fail(exc)
     try:
         config = _config_from(line)
         if line.print_spec:
@@ -84,7 +89,7 @@ def run_cli(argv: list[str]) -> int:
         # needs no check, and its sink is made once the workload runs.
         log_sink = _open_log_sink(line) if line.log_file is not None else None
     except PyctrError as exc:
-        return _fail(exc)
+        return _fail(exc, status, line)
 
     # Blocked from here on, in every thread trio may start later: see the module docstring.
     signal.pthread_sigmask(signal.SIG_BLOCK, CLI_FORWARDED_SIGNALS)
@@ -104,7 +109,7 @@ def run_cli(argv: list[str]) -> int:
                               started=init_started)
         except PyctrError as exc:
             os.close(started)
-            return _fail(exc)
+            return _fail(exc, status, line, config.name)
         finally:
             os.close(init_started)
         _wait_until_started(started)
@@ -114,8 +119,51 @@ def run_cli(argv: list[str]) -> int:
             terminal.close()
     if result.message:
         print(f"{PROG}: error: {result.message}", file=sys.stderr)
+    if status is not None:
+        _write_status(status, result.record())
     _sweep_stale_cgroups()
     return result.exit_code
+
+
+def _open_status(line: CommandLine) -> int | None:
+    """The descriptor the result record goes to (``--status-file``, ``--status-fd``), checked
+    now so that a bad one fails before anything runs. Raises PyctrError."""
+    if line.status_file is not None:
+        try:
+            return os.open(line.status_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC |
+                           os.O_CLOEXEC, 0o644)
+        except OSError as exc:
+            raise PyctrError(f"cannot write the status file {line.status_file}: "
+                             f"{exc.strerror}", error="usage.invalid") from None
+    if line.status_fd is not None:
+        import fcntl
+
+        try:
+            mode = fcntl.fcntl(line.status_fd, fcntl.F_GETFL) & os.O_ACCMODE
+        except OSError:
+            mode = -1
+        if mode not in (os.O_WRONLY, os.O_RDWR):
+            raise PyctrError(f"--status-fd {line.status_fd} is not a descriptor open for "
+                             f"writing; open one, e.g. `3>status.json`", error="usage.invalid")
+        # Not the container's: the init closes what it inherits, and this keeps it so.
+        os.set_inheritable(line.status_fd, False)
+        return line.status_fd
+    return None
+
+
+def _write_status(fd: int, record: dict[str, object]) -> None:
+    """One JSON object and a newline, then the descriptor is closed."""
+    import json
+
+    data = (json.dumps(record) + "\n").encode()
+    try:
+        while data:
+            data = data[os.write(fd, data):]
+    except OSError as exc:
+        print(f"{PROG}: error: cannot write the result record: {exc.strerror}",
+              file=sys.stderr)
+    finally:
+        os.close(fd)
 
 
 def _sweep_stale_cgroups() -> None:
@@ -178,7 +226,7 @@ def _config_from(line: CommandLine) -> ContainerConfig:
     supervision = {"name": line.name, "chroot": line.chroot, "stop_timeout": line.stop_timeout,
                    "capture_output": line.capture_output, "stop_signal": line.stop_signal,
                    "signal_group": line.signal_target == "group",
-                   "interactive": line.interactive}
+                   "interactive": line.interactive, "timeout": line.timeout}
     if line.bundle is not None:
         return ContainerConfig.from_bundle(line.bundle, **supervision)
     env: dict[str, str] = {}
@@ -197,7 +245,9 @@ def _config_from(line: CommandLine) -> ContainerConfig:
         user=line.user, read_only=line.read_only, volumes=line.volumes, tmpfs=line.tmpfs,
         mounts=line.mounts, ulimits=line.ulimits, tty=line.tty, cap_add=line.cap_add,
         cap_drop=line.cap_drop, privileged=line.privileged, security_opt=line.security_opt,
-        devices=line.devices, **supervision,  # type: ignore[arg-type] # the constructor's own keywords, above
+        devices=line.devices, memory=line.memory, memory_swap=line.memory_swap,
+        cpus=line.cpus, cpu_shares=line.cpu_shares, pids_limit=line.pids_limit,
+        cpuset_cpus=line.cpuset_cpus, cpuset_mems=line.cpuset_mems, **supervision,  # type: ignore[arg-type] # the constructor's own keywords, above
     )
 
 
@@ -219,6 +269,15 @@ def _open_log_sink(line: CommandLine) -> LogSink:
     return LogFile(line.log_file, max_size=line.log_max_size, max_files=line.log_max_files or 1)
 
 
-def _fail(exc: PyctrError) -> int:
+def _fail(exc: PyctrError, status: int | None = None, line: CommandLine | None = None,
+          name: str | None = None) -> int:
+    """Report a failure before the container ran: the one line, and the record."""
     print(f"{PROG}: error: {exc.message}", file=sys.stderr)
-    return exc.exit_code or EXIT_PYCTR_FAILED
+    code = exc.exit_code or EXIT_PYCTR_FAILED
+    if status is not None and line is not None:
+        from .result import ContainerResult
+
+        result = ContainerResult(name or line.name or "", line.command)
+        result.exit_code, result.error, result.message = code, exc.error, exc.message
+        _write_status(status, result.record())
+    return code

@@ -19,7 +19,7 @@ from pyctr.spec.docker import DEFAULT_STOP_TIMEOUT, DockerOptions
 from pyctr.spec.model import SpecError
 from pyctr.spec.security import SecurityOptions
 
-from .cgroup import DeviceRule, device_rules
+from .devices import DeviceRule, device_rules
 from .errors import PyctrError
 
 TYPE_CHECKING = False
@@ -29,7 +29,7 @@ if TYPE_CHECKING:
     from pyctr.spec.model import Spec
 
 _SUPERVISION_OPTIONS = frozenset(("name", "chroot", "stop_signal", "stop_timeout",
-                                  "capture_output", "signal_group", "interactive"))
+                                  "capture_output", "signal_group", "interactive", "timeout"))
 NAMESPACE_FILES = {"pid": "pid", "mount": "mnt", "uts": "uts", "ipc": "ipc", "network": "net",
                    "cgroup": "cgroup"}
 
@@ -47,7 +47,10 @@ class ContainerConfig:
     docker's defaults unless asked otherwise: ``cap_add``/``cap_drop`` (``NET_ADMIN``,
     ``CAP_NET_ADMIN`` or ``ALL``), ``privileged``, ``security_opt``
     (``no-new-privileges=false``, ``seccomp=unconfined`` or ``seccomp=PROFILE.json``) and
-    ``devices`` (``--device HOST[:CONTAINER[:rwm]]``).
+    ``devices`` (``--device HOST[:CONTAINER[:rwm]]``). Limits, docker's spellings, kept by the
+    container's cgroup: ``memory`` (``"512m"`` or bytes), ``memory_swap`` (memory plus swap,
+    or -1), ``cpus`` (``0.5``), ``cpu_shares``, ``pids_limit``, ``cpuset_cpus`` and
+    ``cpuset_mems`` (``"0-1"``).
 
     How it is supervised: when the container must stop, SIGKILL follows the first stop
     signal after ``stop_timeout`` seconds. ``stop_signal`` is what a stop sends first (default
@@ -57,11 +60,13 @@ class ContainerConfig:
     group (default) or, when False, to its main process only. ``tty``: the command gets a
     pseudo-terminal, relayed to this process's stdin/stdout; ``interactive``: keep stdin
     attached (without it, a terminal on stdin is replaced by /dev/null, as with docker).
+    ``timeout``: seconds of wall-clock time from the container's start, after which it is
+    stopped as above (the result says ``timed_out``, the exit code is 124).
     """
 
     __slots__ = ("_docker", "_given_spec", "bundle", "capture_output", "chroot", "device_rules",
                  "interactive", "name", "rootfs", "seccomp_filter", "signal_group", "spec",
-                 "stop_signal", "stop_timeout")
+                 "stop_signal", "stop_timeout", "timeout")
 
     def __init__(
         self,
@@ -83,6 +88,13 @@ class ContainerConfig:
         privileged: bool = False,
         security_opt: list[str] | tuple[str, ...] = (),
         devices: list[str] | tuple[str, ...] = (),
+        memory: str | int | None = None,
+        memory_swap: str | int | None = None,
+        cpus: str | float | None = None,
+        cpu_shares: str | int | None = None,
+        pids_limit: str | int | None = None,
+        cpuset_cpus: str | None = None,
+        cpuset_mems: str | None = None,
         chroot: bool = False,
         stop_signal: int | None = None,
         stop_timeout: float = DEFAULT_STOP_TIMEOUT,
@@ -90,6 +102,7 @@ class ContainerConfig:
         signal_group: bool = True,
         tty: bool = False,
         interactive: bool = True,
+        timeout: float | None = None,
     ) -> None:
         self.rootfs = os.fspath(rootfs)
         self.name = name or os.urandom(6).hex()
@@ -97,12 +110,23 @@ class ContainerConfig:
             security = SecurityOptions(cap_add=cap_add, cap_drop=cap_drop,
                                        privileged=privileged, security_opt=security_opt,
                                        devices=devices)
+            limits = None
+            if any(value is not None for value in (memory, memory_swap, cpus, cpu_shares,
+                                                   pids_limit, cpuset_cpus, cpuset_mems)):
+                from pyctr.spec.limits import ResourceOptions
+
+                limits = ResourceOptions(memory=memory, memory_swap=memory_swap, cpus=cpus,
+                                         cpu_shares=cpu_shares, pids_limit=pids_limit,
+                                         cpuset_cpus=cpuset_cpus, cpuset_mems=cpuset_mems)
         except SpecError as exc:
             raise PyctrError(str(exc), error="usage.invalid") from None
+        if timeout is not None and not 0 < timeout < 1e9:
+            raise PyctrError(f"timeout must be more than zero seconds, got {timeout!r}",
+                             error="usage.invalid")
         self._docker: DockerOptions | None = DockerOptions(
             command, hostname=hostname or self.name[:63], env=env, workdir=workdir, user=user,
             read_only=read_only, volumes=volumes, tmpfs=tmpfs, mounts=mounts, ulimits=ulimits,
-            tty=tty, security=security)
+            tty=tty, security=security, limits=limits)
         self._given_spec: Value = None
         self.bundle: str | None = None
         self.spec: Spec | None = None
@@ -117,6 +141,8 @@ class ContainerConfig:
         self.capture_output = capture_output
         self.signal_group = signal_group
         self.interactive = interactive
+        self.timeout = timeout
+        """Seconds of wall-clock time the container may run, or None for no limit."""
 
     @classmethod
     def from_spec(cls, spec: dict[str, Value] | Spec, *, bundle: str | None = None,
@@ -225,6 +251,10 @@ class ContainerConfig:
                                  f"{namespace.path}: it does not exist", error="config.invalid")
         try:
             self.device_rules = device_rules(spec)
+            if spec.linux.resources is not None:
+                from pyctr.spec.limits import check_resources
+
+                check_resources(spec.linux.resources)
         except SpecError as exc:
             raise PyctrError(str(exc), error="config.invalid") from None
         self.seccomp_filter = None
@@ -263,7 +293,8 @@ class ContainerConfig:
         return Config(container=self.name, rootfs=rootfs, spec=spec, chroot=self.chroot,
                       signal_group=self.signal_group, log_level=log_level,
                       seccomp=program.hex(), seccomp_flags=flags, nodev=nodev,
-                      cgroups=list(cgroups or []))
+                      cgroups=list(cgroups or []), stop_signal=self.first_stop_signal,
+                      stop_timeout_ms=round(self.stop_timeout * 1000))
 
 
 def _compile_seccomp(value: Value) -> tuple[bytes, int]:

@@ -28,7 +28,7 @@ from pyctr.linux import libc
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from .cgroup import DeviceRule
+    from .devices import DeviceRule
 
 # linux/bpf.h
 _BPF_PROG_LOAD = 5

@@ -5,6 +5,11 @@ from __future__ import annotations
 EXIT_PYCTR_FAILED = 125
 EXIT_CANNOT_EXECUTE = 126
 EXIT_NOT_FOUND = 127
+EXIT_TIMED_OUT = 124
+"""The container's ``--timeout`` expired (timeout(1)'s status)."""
+EXIT_OOM_KILLED = 137
+"""The OOM killer killed one of the container's processes for its memory limit (128 + SIGKILL,
+what docker reports with ``OOMKilled``)."""
 
 
 class PyctrError(Exception):

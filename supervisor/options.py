@@ -68,6 +68,20 @@ OPTIONS = (
            "no-new-privileges[=true|false] or seccomp=unconfined|PROFILE.json (repeatable)"),
     Option(None, "--device", "devices", "HOST[:CTR[:rwm]]",
            "give the container the host's device node HOST (repeatable)"),
+    Option("-m", "--memory", "memory", "SIZE",
+           "memory limit, e.g. 512m or 2g (docker's; at least 6m); swap defaults to as much"),
+    Option(None, "--memory-swap", "memory_swap", "SIZE",
+           "memory plus swap limit (at least --memory), or -1 for unlimited swap"),
+    Option(None, "--cpus", "cpus", "N",
+           "CPU time limit in CPUs, e.g. 0.5 (throttled, not killed; see --ulimit cpu=)"),
+    Option("-c", "--cpu-shares", "cpu_shares", "N",
+           "relative CPU weight against other containers (default 1024)"),
+    Option(None, "--pids-limit", "pids_limit", "N",
+           "most processes and threads the container may have (0 or -1: no limit)"),
+    Option(None, "--cpuset-cpus", "cpuset_cpus", "LIST",
+           "CPUs the container may run on, e.g. 0-1 or 0,2"),
+    Option(None, "--cpuset-mems", "cpuset_mems", "LIST",
+           "memory nodes the container may use, e.g. 0"),
     Option(None, "--bundle", "bundle", "DIR",
            "run the OCI bundle DIR (DIR/config.json) instead of ROOTFS COMMAND"),
     Option(None, "--chroot", "chroot", None,
@@ -82,6 +96,12 @@ OPTIONS = (
            "send SIGNAL instead of a forwarded SIGINT/SIGTERM (e.g. QUIT)"),
     Option(None, "--signal-target", "signal_target", "group|main",
            "forward signals to the command's process group (default) or its main process"),
+    Option(None, "--timeout", "timeout", "SECONDS",
+           "stop the container after SECONDS of wall-clock time; exit status 124"),
+    Option(None, "--status-file", "status_file", "PATH",
+           "write the result record (one JSON object) to PATH at the end"),
+    Option(None, "--status-fd", "status_fd", "N",
+           "write the result record to the open file descriptor N at the end"),
     Option(None, "--capture-output", "capture_output", None,
            "log the command's stdout/stderr as records (one per line) instead of passing it"),
     Option(None, "--log-format", "log_format", "text|json",
@@ -102,7 +122,8 @@ _REPEATABLE = ("env_files", "volumes", "tmpfs", "mounts", "ulimits", "cap_add", 
 # What describes the container itself, which a bundle's config.json says instead.
 _CONTAINER_OPTIONS = ("hostname", "env", "env_files", "workdir", "user", "volumes", "tmpfs",
                       "mounts", "read_only", "ulimits", "tty", "cap_add", "cap_drop",
-                      "privileged", "security_opt", "devices")
+                      "privileged", "security_opt", "devices", "memory", "memory_swap", "cpus",
+                      "cpu_shares", "pids_limit", "cpuset_cpus", "cpuset_mems")
 _BY_NAME = {name: option for option in OPTIONS for name in (option.short, option.long) if name}
 
 
@@ -110,11 +131,13 @@ class CommandLine:
     """What the user asked for, before validation against the machine."""
 
     __slots__ = ("bundle", "cap_add", "cap_drop", "capture_output", "chroot", "command",
-                 "devices", "env", "env_files", "help", "hostname", "interactive", "log_file",
-                 "log_format", "log_level", "log_max_files", "log_max_size", "mounts", "name",
-                 "print_spec", "privileged", "read_only", "rootfs", "security_opt",
-                 "signal_target", "stop_signal", "stop_timeout", "tmpfs", "tty", "ulimits",
-                 "user", "version", "volumes", "workdir")
+                 "cpu_shares", "cpus", "cpuset_cpus", "cpuset_mems", "devices", "env",
+                 "env_files", "help", "hostname", "interactive", "log_file", "log_format",
+                 "log_level", "log_max_files", "log_max_size", "memory", "memory_swap",
+                 "mounts", "name", "pids_limit", "print_spec", "privileged", "read_only",
+                 "rootfs", "security_opt", "signal_target", "status_fd", "status_file",
+                 "stop_signal", "stop_timeout", "timeout", "tmpfs", "tty", "ulimits", "user",
+                 "version", "volumes", "workdir")
 
     def __init__(self) -> None:
         self.rootfs: str = ""
@@ -135,6 +158,16 @@ class CommandLine:
         self.privileged = False
         self.security_opt: list[str] = []
         self.devices: list[str] = []
+        self.memory: str | None = None
+        self.memory_swap: str | None = None
+        self.cpus: str | None = None
+        self.cpu_shares: str | None = None
+        self.pids_limit: str | None = None
+        self.cpuset_cpus: str | None = None
+        self.cpuset_mems: str | None = None
+        self.timeout: float | None = None
+        self.status_file: str | None = None
+        self.status_fd: int | None = None
         self.bundle: str | None = None
         self.print_spec = False
         self.chroot = False
@@ -243,6 +276,17 @@ def _set(line: CommandLine, option: Option, value: str) -> None:
             raise UsageError(f"--stop-timeout needs a number of seconds, got {value!r}") from None
         if not 0 <= line.stop_timeout < 1e9:
             raise UsageError(f"--stop-timeout must be zero or more seconds, got {value!r}")
+    elif option.dest == "timeout":
+        try:
+            line.timeout = float(value)
+        except ValueError:
+            raise UsageError(f"--timeout needs a number of seconds, got {value!r}") from None
+        if not 0 < line.timeout < 1e9:
+            raise UsageError(f"--timeout must be more than zero seconds, got {value!r}")
+    elif option.dest == "status_fd":
+        if not (value.isascii() and value.isdigit()):
+            raise UsageError(f"--status-fd needs a file descriptor number, got {value!r}")
+        line.status_fd = int(value)
     elif option.dest == "stop_signal":
         number = parse_signal(value)
         if number is None or number in (signal.SIGKILL, signal.SIGSTOP):
@@ -291,7 +335,8 @@ def help_text() -> str:
         lines.append(f"  {names:<26} {option.help}")
     lines += [
         "",
-        "exit status: the command's own; 128+N if signal N killed it; 125 if pyctr failed;",
+        "exit status: the command's own; 128+N if signal N killed it; 124 if --timeout",
+        "expired; 137 if the OOM killer killed a process of it; 125 if pyctr failed;",
         "126 if the command cannot be executed; 127 if it is not found in ROOTFS.",
     ]
     return "\n".join(lines)

@@ -224,9 +224,13 @@ def start_init(config: ContainerConfig, *, fork: bool, collect: tuple[str, ...] 
     try:
         # Made before the init exists; ``join_cgroup`` moves it in, and the init waits for
         # that before it starts the workload, so nothing of the container runs outside it.
-        cgroup = ContainerCgroup.create(config.name, config.device_rules)
+        spec = config.spec
+        cgroup = ContainerCgroup.create(
+            config.name, config.device_rules,
+            resources=None if spec is None else spec.linux.resources,
+            cgroups_path=None if spec is None else spec.linux.cgroups_path)
         pid = _start_in_new_pid_namespace(ours, theirs, stdio, fork=fork, started=started,
-                                          spec=config.spec)
+                                          spec=spec)
     except BaseException:
         ours.close()
         for fd in [*readers.values(), *([] if feeder is None else [feeder])]:

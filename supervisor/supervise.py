@@ -48,7 +48,7 @@ from pyctr.protocol.messages import EXIT_PROTOCOL_ERROR, printable
 
 from . import channel
 from .channel import Ancillary
-from .errors import EXIT_PYCTR_FAILED
+from .errors import EXIT_OOM_KILLED, EXIT_PYCTR_FAILED, EXIT_TIMED_OUT
 from .output import as_text, collect, feed, pump
 from .relay import copy_from_terminal, copy_input_to_pipe, copy_to_terminal
 from .result import ContainerResult
@@ -95,7 +95,8 @@ SUPERVISOR_EVENTS = frozenset((
     "container.created", "spec.field_not_applied", "container.ready", "workload.started",
     "workload.output", "signal.forwarded", "terminal.attached", "terminal.resized",
     "supervisor.suspended", "supervisor.resumed", "container.killed", "container.stopping",
-    "workload.exited", "container.failed", "container.cleanup_done",
+    "workload.exited", "container.failed", "container.cleanup_done", "container.oom",
+    "container.timed_out", "cgroup.unreadable", "cgroup.limit_not_applied",
 ))
 """Events only the supervisor (or the workload's captured output) writes: init may not send
 them, or a record with ``source=init`` could pass for one of ours."""
@@ -452,7 +453,9 @@ class _Supervision:
                 self.result.exit_code = 128 + message.signal
             else:
                 self.result.exit_code = message.code if message.code is not None else 0
-            self.result.duration = time.monotonic() - self.init.started
+            self.result.wall_time_s = message.wall_time_us / 1_000_000
+            self.result.remaining_processes = message.remaining
+            self.result.remaining_killed = message.killed
             self.expect_exit("the workload's exit")
         else:
             raise ProtocolError(f"unexpected {message.TYPE} message from init "
@@ -509,8 +512,15 @@ class _Supervision:
         fields: dict[str, Any] = {
             "exit_code": None if signum is not None else self.result.exit_code,
             "signal": signal_name(signum),
-            "duration_s": round(self.result.duration, 6),
+            "duration_s": round(self.result.wall_time_s, 6),
         }
+        if self.result.remaining_processes:
+            fields["remaining_processes"] = self.result.remaining_processes
+            fields["remaining_killed"] = self.result.remaining_killed
+        if self.result.timed_out:
+            fields["timed_out"] = True
+        if self.result.oom_killed:
+            fields["oom_killed"] = True
         if self.exit_reason:
             self.log.warning("workload.exited", reason=self.exit_reason, **fields)
         else:
@@ -520,10 +530,12 @@ class _Supervision:
         await trio.lowlevel.wait_readable(self.init.pidfd)
         _, status, usage = os.wait4(self.init.pid, 0)
         self.reaped = True
-        self.result.cpu_seconds = usage.ru_utime + usage.ru_stime
-        self.result.max_rss_kib = usage.ru_maxrss
-        if not self.result.duration:
-            self.result.duration = time.monotonic() - self.init.started
+        # The init's own accounting (it and the children it reaped): what the record says
+        # where the cgroup cannot tell (``account``).
+        self.result.cpu_time_s = usage.ru_utime + usage.ru_stime
+        self.result.memory_peak_bytes = usage.ru_maxrss * 1024
+        if not self.result.wall_time_s:
+            self.result.wall_time_s = time.monotonic() - self.init.started
         if self.exited or self.result.error is not None:
             return
         # The init died without telling us how the workload ended: it was killed (by our
@@ -536,6 +548,59 @@ class _Supervision:
         else:
             self.fail("init.exited", f"container init exited with status "
                       f"{os.waitstatus_to_exitcode(status)} before reporting the workload's exit")
+
+    def account(self) -> None:
+        """Once the init is reaped: kill whatever is still in the container's cgroup (what
+        the end of its PID namespace did not reach), read what the container used, and say
+        how it ended: the timeout (124) or the OOM killer (137, ``container.oom``) decide the
+        exit code of a workload that ran. Never raises: the cgroup is the host's to judge."""
+        cgroup = self.init.cgroup
+        if cgroup is None or not cgroup.paths:
+            self._settle_exit_code()
+            return
+        try:
+            left = cgroup.kill_all()
+            if left:
+                self.log.warning("container.killed", reason="processes left in its cgroup",
+                                 processes=left)
+            usage = cgroup.usage()
+        except Exception as exc:  # a cgroup removed under us, a filesystem gone read-only
+            self.log.warning("cgroup.unreadable", message=f"cannot read what the container "
+                                                          f"used: {exc}")
+            self._settle_exit_code()
+            return
+        if usage.cpu_time_s is not None:
+            self.result.cpu_time_s = usage.cpu_time_s
+        if usage.memory_peak_bytes is not None:
+            self.result.memory_peak_bytes = usage.memory_peak_bytes
+        if usage.oom_kills:
+            self.result.oom_killed = True
+            self.log.warning("container.oom", oom_kills=usage.oom_kills,
+                             memory_peak_bytes=self.result.memory_peak_bytes,
+                             message="the kernel's OOM killer killed a process of the "
+                                     "container: it reached its memory limit")
+        self._settle_exit_code()
+
+    def _settle_exit_code(self) -> None:
+        if self.result.error is not None or self.broken:
+            return
+        if self.result.timed_out:
+            self.result.exit_code = EXIT_TIMED_OUT
+        elif self.result.oom_killed:
+            self.result.exit_code = EXIT_OOM_KILLED
+
+    async def enforce_timeout(self, timeout: float) -> None:
+        """The wall-clock limit, counted from the container's start: when it expires, the
+        stop sequence (the stop signal, SIGKILL after the stop timeout) and ``timed_out``."""
+        assert self.nursery is not None
+        await trio.sleep(max(self.init.started + timeout - time.monotonic(), 0))
+        if self.reaped or self.exited:
+            return
+        self.result.timed_out = True
+        self.log.warning("container.timed_out", timeout_s=timeout,
+                         stop_signal=signal_name(self.config.first_stop_signal))
+        self.send(self.config.first_stop_signal)
+        self.stop(self.nursery, f"timeout of {timeout:g}s")
 
     async def kill_and_reap(self) -> None:
         """The last resort, when supervision ends early (an exception, a bug): SIGKILL the
@@ -609,6 +674,8 @@ async def supervise(
             elif init.stdin is not None:
                 nursery.start_soon(feed, init.stdin, stdin or b"")
                 init.stdin = None  # feed closes it
+            if config.timeout is not None:
+                nursery.start_soon(state.enforce_timeout, config.timeout)
             task_status.started(Container(state))
             # The output readers end by themselves at end of file, once every process of the
             # container is gone; this nursery waits for them.
@@ -647,6 +714,7 @@ async def supervise(
     finally:
         try:
             await state.kill_and_reap()  # a no-op unless supervision ended early
+            state.account()
             state.log_exit()
         finally:
             if state.master is not None:
@@ -670,6 +738,11 @@ def _announce(state: _Supervision) -> None:
                           message=f"{field} is accepted but not applied yet: the container "
                                   f"runs without it")
     cgroup = state.init.cgroup
+    for skipped in cgroup.skipped if cgroup is not None else ():
+        state.log.warning("cgroup.limit_not_applied", limit=skipped,
+                          message="this host's cgroups have no such file (no swap "
+                                  "accounting, or no such hierarchy mounted): the container "
+                                  "runs without this setting")
     if cgroup is not None and not cgroup.devices_enforced:
         state.log.warning("devices.not_enforced", reason=cgroup.unenforced_reason,
                           message="the kernel cannot hold this container to its devices here; "

@@ -94,29 +94,38 @@ def no_leaks(request: pytest.FixtureRequest,
 
 def own_cgroups() -> list[str]:
     """The cgroups under the tests' own parent (see CGROUP_PARENT), on every hierarchy."""
+    found = []
+    for point in hierarchy_points():
+        parent = os.path.join(point, CGROUP_PARENT)
+        try:
+            found += [os.path.join(parent, entry) for entry in os.listdir(parent)
+                      if os.path.isdir(os.path.join(parent, entry))]
+        except FileNotFoundError:
+            pass
+    return found
+
+
+def hierarchy_points() -> list[str]:
+    """Where this host's cgroup hierarchies pyctr uses are mounted."""
     from pyctr.supervisor.cgroup import host_layout
 
     layout = host_layout()
     if layout.kind == "none":
         return []
-    parent = os.path.join(layout.root, CGROUP_PARENT)
-    try:
-        return [os.path.join(parent, entry) for entry in os.listdir(parent)
-                if os.path.isdir(os.path.join(parent, entry))]
-    except FileNotFoundError:
-        return []
+    if layout.kind == "v2":
+        return [layout.root]
+    return sorted(set(layout.hierarchies.values()))
 
 
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     """End the library's init template; remove the tests' cgroup parent and claims
     directory (empty by then)."""
-    from pyctr.supervisor.cgroup import CLAIMS, host_layout
+    from pyctr.supervisor.cgroup import CLAIMS
     from pyctr.supervisor.spawn import close_template
 
     close_template()
-    layout = host_layout()
-    for directory in ([os.path.join(layout.root, CGROUP_PARENT)] if layout.kind != "none"
-                      else []) + [os.path.join(CLAIMS, CGROUP_PARENT)]:
+    for directory in [os.path.join(point, CGROUP_PARENT) for point in hierarchy_points()] + [
+            os.path.join(CLAIMS, CGROUP_PARENT)]:
         try:
             os.rmdir(directory)
         except OSError:

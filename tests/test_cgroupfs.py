@@ -11,14 +11,15 @@ from pathlib import Path
 
 import pytest
 from conftest import requires_root
+from helpers import wait_until
 
 from pyctr.init.cgroupfs import (
     CgroupMount,
-    host_mounts,
     plan_cgroup_mounts,
     read_host_cgroup_mounts,
     with_joined,
 )
+from pyctr.linux.procfs import host_mounts, own_cgroup_directory
 from pyctr.linux.syscalls import (
     CLONE_NEWNS,
     MS_BIND,
@@ -229,6 +230,33 @@ def test_this_machine_binds_existing_directories() -> None:
     assert binds, plan
     for step in binds:
         assert os.path.isdir(step.source), step
+
+
+def test_own_cgroup_directory_is_the_first_visible_hierarchys() -> None:
+    # name= hierarchies hold no controller to move in (skipped); the first real one counts.
+    assert own_cgroup_directory(HYBRID_CGROUP, HYBRID_MOUNTINFO) == "/sys/fs/cgroup/pids"
+    assert own_cgroup_directory(COMOUNTED_CGROUP, COMOUNTED_MOUNTINFO) == (
+        "/sys/fs/cgroup/net_cls,net_prio")
+    assert own_cgroup_directory(COMOUNTED_CGROUP.split("\n", 1)[1], COMOUNTED_MOUNTINFO) == (
+        "/sys/fs/cgroup/cpu,cpuacct/system.slice/docker.service")
+    assert own_cgroup_directory("0::/user.slice/x.scope\n", PURE_V2_MOUNTINFO) == (
+        "/sys/fs/cgroup/user.slice/x.scope")
+    assert own_cgroup_directory("0::/../outside\n", PURE_V2_MOUNTINFO) is None
+    assert own_cgroup_directory(HYBRID_CGROUP, "") is None
+
+
+@requires_root
+def test_keeping_moves_primed_leaves_this_process_where_it_was() -> None:
+    # The library's primer moves this process into its own cgroup, over and over: nothing
+    # may change, and its thread ends once the time is up.
+    from pyctr.supervisor import primer
+
+    before = Path("/proc/self/cgroup").read_text()
+    procs = primer.own_procs_file()
+    assert procs is not None and os.path.isfile(procs)
+    primer.keep_primed(0.05)
+    wait_until(lambda: not primer._keeper.running, "the primer's thread to end", timeout=5)
+    assert Path("/proc/self/cgroup").read_text() == before
 
 
 def _apply_and_check(plan: list[CgroupMount], destination: str) -> None:

@@ -31,7 +31,7 @@ from helpers import CLI, process_state, wait_until
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from pyctr.init.cgroupfs import host_mounts
+from pyctr.linux.procfs import host_mounts
 from pyctr.linux.syscalls import (
     CLONE_NEWNS,
     MS_NODEV,
@@ -45,18 +45,16 @@ from pyctr.spec.model import Device, Linux, Namespace, Process, Spec, SpecError
 from pyctr.supervisor import devices_bpf
 from pyctr.supervisor.cgroup import (
     CLAIMS,
-    DEFAULT_RULES,
     PARENT,
     CgroupFiles,
     ContainerCgroup,
-    DeviceRule,
     Layout,
     detect_layout,
-    device_rules,
     host_layout,
     remove_stale,
     sweep_stale,
 )
+from pyctr.supervisor.devices import DEFAULT_RULES, DeviceRule, device_rules
 from pyctr.supervisor.errors import PyctrError
 
 # Recorded on the development machine (hybrid), and on a pure v2 host.
@@ -185,9 +183,14 @@ def test_bad_resources_devices_are_one_line_naming_the_field(resources: object,
 
 
 @pytest.mark.parametrize(("mountinfo", "layout"), [
-    (HYBRID_MOUNTINFO, Layout("v1", "/sys/fs/cgroup/devices")),
+    (HYBRID_MOUNTINFO, Layout("v1", "/sys/fs/cgroup/devices", {
+        "cpu": "/sys/fs/cgroup/cpu", "memory": "/sys/fs/cgroup/memory",
+        "devices": "/sys/fs/cgroup/devices"})),
     (V2_MOUNTINFO, Layout("v2", "/sys/fs/cgroup")),
-    (COMOUNTED_MOUNTINFO, Layout("v1", "/sys/fs/cgroup/devices,freezer")),
+    (COMOUNTED_MOUNTINFO, Layout("v1", "/sys/fs/cgroup/devices,freezer", {
+        "cpu": "/sys/fs/cgroup/cpu,cpuacct", "cpuacct": "/sys/fs/cgroup/cpu,cpuacct",
+        "devices": "/sys/fs/cgroup/devices,freezer",
+        "freezer": "/sys/fs/cgroup/devices,freezer"})),
     (NO_DEVICES_MOUNTINFO, Layout("none")),
     (HIDDEN_V2_MOUNTINFO, Layout("none")),
     ("", Layout("none")),
@@ -238,8 +241,11 @@ class RecordingFiles(CgroupFiles):
         self._maybe_fail("mkdir", path)
         super().mkdir(path)
 
-    def claim(self, name: str, *, create: bool = True) -> int | None:
+    def claim(self, name: str, *, create: bool = True, path: str = "") -> int | None:
         return os.open(os.devnull, os.O_RDONLY)  # the double claims nothing on the host
+
+    def claimed_path(self, fd: int) -> str:
+        return ""
 
     def release(self, name: str, fd: int) -> None:
         os.close(fd)
@@ -361,7 +367,7 @@ def test_a_failed_mkdir_is_one_line(tmp_path: Path, fake: RecordingFiles) -> Non
 class ClaimedElsewhere(RecordingFiles):
     """A live supervisor holds every name's claim."""
 
-    def claim(self, name: str, *, create: bool = True) -> int | None:
+    def claim(self, name: str, *, create: bool = True, path: str = "") -> int | None:
         self.calls.append(("claim", name))
         return None
 
@@ -896,8 +902,8 @@ def test_the_cgroup_of_a_killed_supervisor_is_swept(layout: Layout,
 
 @requires_root
 def test_a_container_sees_its_own_devices_cgroup(rootfs: Path) -> None:
-    # Its /proc/self/cgroup names the container's cgroup, its /sys/fs/cgroup/devices shows
-    # that cgroup's rules, and the cgroup is gone afterwards.
+    # Its /proc/self/cgroup shows its own cgroup as the root (a cgroup namespace), its
+    # /sys/fs/cgroup/devices shows that cgroup's rules, and the cgroup is gone afterwards.
     if host_layout().kind != "v1":
         pytest.skip("the devices controller is a cgroup v1 one")
     name = f"devices-{uuid.uuid4().hex[:8]}"
@@ -907,7 +913,7 @@ def test_a_container_sees_its_own_devices_cgroup(rootfs: Path) -> None:
         capture_output=True, text=True, timeout=30)
     assert completed.returncode == 0, completed.stderr
     first, *rules = completed.stdout.splitlines()
-    assert first.split(":", 2)[1:] == ["devices", f"/{PARENT}/{name}"]
+    assert first.split(":", 2)[1:] == ["devices", "/"]
     assert set(rules) == {rule.line() for rule in DEFAULT_RULES[1:]}
     assert not os.path.exists(os.path.join(host_layout().root, PARENT, name))
 

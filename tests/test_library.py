@@ -32,7 +32,9 @@ async def test_run_returns_the_result(rootfs: Path) -> None:
     assert result.container == "lib-1"
     assert result.started and result.pid == 2
     assert result.error is None and result.signal is None
-    assert result.duration > 0 and result.cpu_seconds >= 0 and result.max_rss_kib > 0
+    assert result.wall_time_s > 0 and result.cpu_time_s > 0 and result.memory_peak_bytes > 0
+    assert not (result.oom_killed or result.timed_out)
+    assert result.record()["exit_code"] == 3 and result.record()["error"] is None
 
 
 async def test_setup_failure_is_kept_apart_from_the_exit_code(rootfs: Path) -> None:

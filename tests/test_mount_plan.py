@@ -18,6 +18,7 @@ from pyctr.init.rootfs import (
     plan_root,
 )
 from pyctr.linux.syscalls import (
+    CLONE_NEWCGROUP,
     CLONE_NEWIPC,
     CLONE_NEWNET,
     CLONE_NEWNS,
@@ -245,12 +246,14 @@ def test_build_container_enters_namespaces_then_network_hostname_and_root() -> N
     spec.domainname = "example.org"
     config = Config("c1", "/r", spec.to_value())
     namespaces, _ = build_container(config, spec, sys, channel)  # type: ignore[arg-type]
-    assert sys.calls[0] == ("unshare", CLONE_NEWNS | CLONE_NEWUTS | CLONE_NEWIPC | CLONE_NEWNET)
+    # No cgroups to wait for (``config.cgroups``): the cgroup namespace is made at once.
+    assert sys.calls[0] == ("unshare", CLONE_NEWNS | CLONE_NEWUTS | CLONE_NEWIPC | CLONE_NEWNET
+                            | CLONE_NEWCGROUP)
     assert sys.calls[1] == ("link_up", "lo")
     assert sys.calls[2] == ("sethostname", "box")
     assert sys.calls[3] == ("setdomainname", "example.org")
     assert sys.calls[4][0] == "mount"
-    assert namespaces == ["mount", "uts", "ipc", "network", "pid"]
+    assert namespaces == ["mount", "uts", "ipc", "network", "cgroup", "pid"]
     assert [name for name, _ in NAMESPACES] == ["mount", "uts", "ipc", "network", "cgroup"]
     assert isinstance(channel.sent[-1], Log)
     assert channel.sent[-1].event == "rootfs.ready"

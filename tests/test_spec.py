@@ -112,14 +112,17 @@ def test_runc_template_is_accepted_and_round_trips() -> None:
 
 
 def test_pending_fields_are_exactly_the_accepted_but_unapplied_ones() -> None:
-    # runc's template limits only devices, which the container's cgroup applies.
+    # runc's template limits only devices, which the container's cgroup applies; memory, cpu
+    # and pids limits and the cgroup's path are applied too. What is not applied is named.
     assert Spec.from_value(runc_document()).pending_fields() == []
-    limited = runc_document(**{"linux.resources.memory": {"limit": 1 << 20}})
-    assert Spec.from_value(limited).pending_fields() == ["linux.resources"]
-    bare = runc_document(**{"process.capabilities": DELETE, "process.noNewPrivileges": DELETE,
-                            "linux.maskedPaths": DELETE, "linux.readonlyPaths": DELETE,
-                            "linux.resources": DELETE, "linux.cgroupsPath": "/pyctr/x"})
-    assert Spec.from_value(bare).pending_fields() == ["linux.cgroupsPath"]
+    limited = runc_document(**{"linux.resources.memory": {"limit": 1 << 30},
+                               "linux.resources.pids": {"limit": 10},
+                               "linux.cgroupsPath": "/pyctr/x"})
+    assert Spec.from_value(limited).pending_fields() == []
+    unapplied = runc_document(**{"linux.resources.memory": {"limit": 1 << 30, "kernel": 1},
+                                 "linux.resources.blockIO": {"weight": 10}})
+    assert Spec.from_value(unapplied).pending_fields() == [
+        "linux.resources.blockIO", "linux.resources.memory.kernel"]
 
 
 UNIMPLEMENTED = "pyctr does not implement this field; remove it from the config"
@@ -527,7 +530,10 @@ def test_spec_without_arguments_is_shaped_like_runcs_template(tmp_path: Path) ->
     assert document["root"] == {"path": str(tmp_path / "rootfs"), "readonly": False}
     assert document["process"]["args"] == ["sh"]
     assert [m["destination"] for m in document["mounts"]] == DEFAULT_DESTINATIONS
-    assert document["linux"]["namespaces"] == runc_document()["linux"]["namespaces"]
+    # runc's template shares the host's cgroup namespace; pyctr's default makes one, as
+    # docker does on cgroup v2, so the container sees its own cgroup as the root.
+    assert document["linux"]["namespaces"] == [*runc_document()["linux"]["namespaces"],
+                                               {"type": "cgroup"}]
     # runc's template hides and protects the same paths, and docker's default seccomp
     # profile comes with the docker-like defaults.
     assert document["linux"]["maskedPaths"] == list(MASKED_PATHS)
