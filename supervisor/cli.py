@@ -28,7 +28,7 @@ from pyctr.linux import signal  # noqa: E402
 
 from .config import ContainerConfig  # noqa: E402
 from .errors import EXIT_PYCTR_FAILED, PyctrError  # noqa: E402
-from .options import PROG, CommandLine, help_text, parse  # noqa: E402
+from .options import PROG, CommandLine, default_log_level, help_text, parse  # noqa: E402
 from .signals import CLI_FORWARDED_SIGNALS  # noqa: E402
 from .spawn import spawn_init  # noqa: E402
 
@@ -90,6 +90,8 @@ def run_cli(argv: list[str]) -> int:
         log_sink = _open_log_sink(line) if line.log_file is not None else None
     except PyctrError as exc:
         return _fail(exc, status, line)
+    line.log_level = default_log_level(line, to_terminal=line.log_file is None and
+                                       os.isatty(2))
 
     # Blocked from here on, in every thread trio may start later: see the module docstring.
     signal.pthread_sigmask(signal.SIG_BLOCK, CLI_FORWARDED_SIGNALS)
@@ -212,11 +214,18 @@ def _supervise(init: InitProcess, config: ContainerConfig, line: CommandLine,
     gc.freeze()
     gc.enable()
 
-    configure(log_format=line.log_format or default_format(sink), level=line.log_level,
-              sink=sink)
+    log_format = line.log_format or default_format(sink)
+    assert line.log_level is not None, "run_cli decides the default"
+    configure(log_format=log_format, level=line.log_level, sink=sink)
+    records = None
+    if log_format == "json" and config.capture_output and line.log_level in ("debug", "info"):
+        from .records import OutputRecords
+
+        records = OutputRecords(sink, config.name)
     try:
         return trio.run(lambda: supervise(init, config, forward_signals="signalfd",
-                                          terminal=terminal, commit_logs=sink.commit),
+                                          terminal=terminal, commit_logs=sink.commit,
+                                          output_records=records),
                         instruments=[CommitBeforeWait(sink)])
     finally:
         sink.close()

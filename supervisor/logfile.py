@@ -1,5 +1,6 @@
 """Where the CLI's records go: stderr or ``--log-file``, written in batches, with
-``--log-max-size``/``--log-max-files`` rotation like docker's json-file driver.
+``--log-max-size``/``--log-max-files`` rotation like docker's json-file driver. On a terminal
+in raw mode, records end in ``\r\n``.
 
 When writing a record would take the file past the maximum size, the file is renamed to
 ``PATH.1`` (``PATH.1`` to ``PATH.2`` and so on, the oldest beyond ``max_files - 1`` removed)
@@ -14,6 +15,7 @@ import os
 from .errors import PyctrError
 
 _UNITS = {"": 1, "b": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30}
+_IOV_MAX = 1024
 
 
 def parse_size(text: str) -> int:
@@ -58,6 +60,7 @@ class LogSink:
         self.fd = fd
         self.pending: list[bytes] = []
         self.pending_size = 0
+        self.tty = fd >= 0 and os.isatty(fd)
 
     def write(self, record: str | bytes) -> int:
         data = record if isinstance(record, bytes) else record.encode("utf-8", "backslashreplace")
@@ -68,6 +71,10 @@ class LogSink:
             self.commit()
         return len(record)
 
+    def write_records(self, records: bytes) -> None:
+        """Several whole records at once, each ending in a newline (``records.py``)."""
+        self.write(records)
+
     def flush(self) -> None:
         """Called by structlog after every record: the batch is written by ``commit``."""
 
@@ -75,19 +82,42 @@ class LogSink:
         """Write every record that is waiting."""
         if not self.pending:
             return
-        view = memoryview(b"".join(self.pending))
-        self.pending, self.pending_size = [], 0
-        while view:
-            view = view[os.write(self.fd, view):]
+        pending, self.pending, self.pending_size = self.pending, [], 0
+        if self.tty and not _translates_newlines(self.fd):
+            pending = [b"".join(pending).replace(b"\n", b"\r\n")]
+        # writev, not a join: the bytes are copied once, by the kernel.
+        while pending:
+            batch = pending[:_IOV_MAX]
+            written = os.writev(self.fd, batch)
+            done = 0
+            while done < len(batch) and written >= len(batch[done]):
+                written -= len(batch[done])
+                done += 1
+            pending = pending[done:]
+            if written:  # a short write inside one buffer: the rest of it goes next
+                pending[0] = pending[0][written:]
 
     def isatty(self) -> bool:
-        return os.isatty(self.fd)
+        return self.tty
 
     def close(self) -> None:
         self.commit()
 
     def _before_write(self, size: int) -> None:
         """Hook for the file sink's rotation."""
+
+
+def _translates_newlines(fd: int) -> bool:
+    """Whether the terminal on ``fd`` turns a newline into carriage return and newline, as
+    it does unless it is in raw mode (``-t`` puts the user's terminal there): then a record
+    must end in ``\r\n`` itself, or the next one starts where this one ended."""
+    import termios  # a terminal's only
+
+    try:
+        output_flags = termios.tcgetattr(fd)[1]
+    except termios.error:
+        return True
+    return bool(output_flags & termios.OPOST and output_flags & termios.ONLCR)
 
 
 class LogFile(LogSink):
@@ -109,6 +139,19 @@ class LogFile(LogSink):
     def close(self) -> None:
         self.commit()
         os.close(self.fd)
+
+    def write_records(self, records: bytes) -> None:
+        """Split at record boundaries where rotation needs it: no record spans two files."""
+        if self.max_size is None:
+            self.write(records)
+            return
+        while records:
+            room = self.max_size - self.size
+            cut = records.rfind(b"\n", 0, room) + 1 if room > 0 else 0
+            if cut == 0:  # not one more record fits: the next goes alone (``write`` rotates)
+                cut = records.find(b"\n") + 1 or len(records)
+            self.write(records[:cut])
+            records = records[cut:]
 
     def _before_write(self, size: int) -> None:
         if self.max_size is not None and self.size and self.size + size > self.max_size:

@@ -56,6 +56,17 @@ def _dumps(event_dict: EventDict, **options: Any) -> bytes:
     return data
 
 
+def json_text(text: str) -> bytes:
+    """``text`` as a JSON string, escaped as every record's text is (see ``_dumps``)."""
+    try:
+        data = orjson.dumps(text)
+    except orjson.JSONEncodeError:
+        return json.dumps(text).encode()  # a lone surrogate: ASCII escapes only
+    if b"\x7f" in data or b"\xc2" in data:
+        data = _RAW_CONTROLS.sub(_json_escape, data)
+    return data
+
+
 # DEL and U+0080-U+009F as orjson writes them (UTF-8): JSON allows them raw in strings, a
 # terminal that shows the line acts on them. In JSON output, 0xC2 is only ever the first
 # byte of a character, and these bytes appear only inside strings.

@@ -113,7 +113,9 @@ OPTIONS = (
     Option(None, "--log-max-files", "log_max_files", "N",
            "with --log-max-size: keep N files, PATH and PATH.1 .. PATH.N-1 (default: 1)"),
     Option(None, "--log-level", "log_level", "LEVEL",
-           "debug, info, warning or error (default: info)"),
+           "debug, info, warning or error (default: info; warning when the logs go to a "
+           "terminal)"),
+    Option(None, "--verbose", "verbose", None, "the same as --log-level info"),
     Option(None, "--help", "help", None, "show this help and exit"),
     Option(None, "--version", "version", None, "show the version and exit"),
 )
@@ -137,7 +139,7 @@ class CommandLine:
                  "mounts", "name", "pids_limit", "print_spec", "privileged", "read_only",
                  "rootfs", "security_opt", "signal_target", "status_fd", "status_file",
                  "stop_signal", "stop_timeout", "timeout", "tmpfs", "tty", "ulimits", "user",
-                 "version", "volumes", "workdir")
+                 "verbose", "version", "volumes", "workdir")
 
     def __init__(self) -> None:
         self.rootfs: str = ""
@@ -181,7 +183,9 @@ class CommandLine:
         self.interactive = False
         self.stop_signal: int | None = None
         self.signal_target = "group"
-        self.log_level = "info"
+        self.log_level: str | None = None
+        """None: ``default_log_level`` decides."""
+        self.verbose = False
         self.help = False
         self.version = False
 
@@ -240,6 +244,11 @@ def parse(argv: list[str]) -> CommandLine:
         raise UsageError(f"missing ROOTFS and COMMAND; usage: {usage()}")
     elif len(rest) < 2:
         raise UsageError(f"missing COMMAND after ROOTFS {rest[0]}; usage: {usage()}")
+    if line.verbose:
+        if line.log_level not in (None, "info"):
+            raise UsageError(f"--verbose is --log-level info; drop one of it and --log-level "
+                             f"{line.log_level}")
+        line.log_level = "info"
     if line.log_max_size is not None and line.log_file is None:
         raise UsageError("--log-max-size needs --log-file")
     if line.log_max_files is not None and line.log_max_size is None:
@@ -340,3 +349,13 @@ def help_text() -> str:
         "126 if the command cannot be executed; 127 if it is not found in ROOTFS.",
     ]
     return "\n".join(lines)
+
+
+def default_log_level(line: CommandLine, *, to_terminal: bool) -> str:
+    """``--log-level``, or when not given: ``warning`` when the records go to a terminal (a
+    person reading the command's own output there wants only what went wrong, as with
+    docker), else ``info`` (log shippers see every lifecycle event). ``--capture-output``
+    asks for the output as records, which are ``info``: then ``info`` on a terminal too."""
+    if line.log_level is not None:
+        return line.log_level
+    return "warning" if to_terminal and not line.capture_output else "info"

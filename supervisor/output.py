@@ -17,6 +17,7 @@ cancellation for the same reason: they end by themselves once the container is g
 
 from __future__ import annotations
 
+import functools
 import os
 
 import trio
@@ -24,6 +25,8 @@ import trio
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from collections.abc import Callable
+
+    from .records import OutputRecords
 
 MAX_RECORD_BYTES = 16 * 1024
 """Longest piece of a line in one record, like docker's json-file driver (16 KiB)."""
@@ -148,3 +151,10 @@ async def pump(fd: int, stream: str, emit: Callable[[str, bytes, bool], None]) -
     await read_to_end(fd, split)
     for piece, partial in splitter.flush():
         emit(stream, piece, partial)
+
+
+async def pump_records(fd: int, stream: str, records: OutputRecords) -> None:
+    """``pump`` for the CLI's JSON logs: each read goes to ``records`` whole (see
+    ``records.py``), the last line at end of file too."""
+    await read_to_end(fd, functools.partial(records.feed, stream))
+    records.finish(stream)

@@ -49,7 +49,7 @@ from pyctr.protocol.messages import EXIT_PROTOCOL_ERROR, printable
 from . import channel
 from .channel import Ancillary
 from .errors import EXIT_OOM_KILLED, EXIT_PYCTR_FAILED, EXIT_TIMED_OUT
-from .output import as_text, collect, feed, pump
+from .output import as_text, collect, feed, pump, pump_records
 from .relay import copy_from_terminal, copy_input_to_pipe, copy_to_terminal
 from .result import ContainerResult
 from .signalfd import describe_sender, open_signalfd, read_signals
@@ -68,6 +68,7 @@ if TYPE_CHECKING:
     from typing import Any
 
     from .config import ContainerConfig
+    from .records import OutputRecords
     from .spawn import InitProcess
 
 LINGER_TIMEOUT = 3.0
@@ -636,6 +637,7 @@ async def supervise(
     commit_logs: Callable[[], None] | None = None,
     collect_output: tuple[str, ...] = (),
     stdin: bytes | None = None,
+    output_records: OutputRecords | None = None,
     task_status: trio.TaskStatus[Container] = trio.TASK_STATUS_IGNORED,
 ) -> ContainerResult:
     """Supervise ``init`` until it has exited and been reaped and its output is drained;
@@ -647,7 +649,9 @@ async def supervise(
     ``tty`` container runs and restored after. ``commit_logs``: writes log records a batching
     sink holds, called before the supervisor stops itself (job control). ``collect_output``:
     the streams among ``init.output`` whose bytes go to ``result.stdout``/``result.stderr``
-    rather than to log records; ``stdin``: bytes for the init's stdin pipe. Cancelling the
+    rather than to log records; ``stdin``: bytes for the init's stdin pipe.
+    ``output_records``: where captured output goes as records instead of through structlog
+    (the CLI's JSON logs, see ``records.py``). Cancelling the
     caller stops the container (stop signal, then SIGKILL after the stop timeout) before the
     cancellation carries on. ``task_status.started`` receives a ``Container``, so a
     container can be started with ``nursery.start``.
@@ -693,6 +697,8 @@ async def supervise(
                         elif stream in collect_output:
                             collected[stream] = bytearray()
                             readers.start_soon(collect, fd, collected[stream])
+                        elif output_records is not None:
+                            readers.start_soon(pump_records, fd, stream, output_records)
                         else:
                             readers.start_soon(pump, fd, stream, state.emit_output)
                     init.output = {}  # the readers own (and close) them now

@@ -8,6 +8,7 @@ import json
 import os
 import signal
 import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -121,6 +122,38 @@ def test_a_hundred_megabytes_quickly_in_order(pyctr, tmp_path: Path) -> None:
             assert int(message[:8]) == seen, "lines out of order or missing"
             assert len(message) == width and record["partial"] is False
     assert seen == count
+
+
+def short_lines_peak_rss(rootfs: Path, log: Path, count: int) -> int:
+    """Capture ``count`` short numbered lines into ``log``; the CLI's peak resident set in
+    KiB (its own: wait4 on the CLI alone would also count its init, which it reaps)."""
+    probe = ("import os, resource, sys; pid = os.fork()\n"
+             "if pid == 0: os.execv(sys.argv[1], sys.argv[1:])\n"
+             "_, status, usage = os.wait4(pid, 0)\n"
+             "print(os.waitstatus_to_exitcode(status), usage.ru_maxrss)")
+    completed = subprocess.run(
+        [sys.executable, "-c", probe, CLI, "--capture-output", "--log-file", str(log),
+         str(rootfs), "/usr/bin/seq", str(count)], capture_output=True, text=True,
+        timeout=300, check=True)
+    code, peak = completed.stdout.split()
+    assert code == "0", completed.stderr
+    return int(peak)
+
+
+def test_memory_stays_flat_however_much_is_written(rootfs: Path, tmp_path: Path) -> None:
+    # Ten times the lines, as fast as seq writes them: the supervisor holds no more. Every
+    # line is there, in order.
+    small = short_lines_peak_rss(rootfs, tmp_path / "small.jsonl", 200_000)
+    big = short_lines_peak_rss(rootfs, tmp_path / "big.jsonl", 2_000_000)
+    assert big < small + 8 * 1024, (small, big)
+    expected = 1
+    with (tmp_path / "big.jsonl").open() as file:
+        for line in file:
+            record = json.loads(line)
+            if record["event"] == "workload.output":
+                assert record["message"] == str(expected)
+                expected += 1
+    assert expected == 2_000_001
 
 
 def test_library_capture_goes_through_structlog(rootfs: Path) -> None:

@@ -271,3 +271,65 @@ def test_pipes_and_files_are_passed_straight_through(rootfs: Path, tmp_path: Pat
     link, inode = output.read_text().split()
     # The file itself (seen from inside the container under another name): the same inode.
     assert not link.startswith("pipe:") and int(inode) == output.stat().st_ino
+
+
+# -- What pyctr itself writes to a terminal ----------------------------------------------------
+
+
+def screen_of(output: str, rows: int = 24, columns: int = 120) -> list[str]:
+    """The screen a terminal shows after ``output`` (pyte emulates one), trailing blanks
+    removed."""
+    import pyte
+
+    screen = pyte.Screen(columns, rows)
+    pyte.Stream(screen).feed(output)
+    return [line.rstrip() for line in screen.display]
+
+
+def run_on_terminal(*args: str, columns: int = 120) -> tuple[int, str]:
+    """``pyctr-supervise ARGS`` with stdin, stdout and stderr on one pseudo-terminal; its
+    exit status and everything it showed there."""
+    child = pexpect.spawn(CLI, list(args), dimensions=(24, columns), encoding="utf-8",
+                          timeout=30)
+    output = child.read()
+    child.close()
+    return child.exitstatus, output
+
+
+def test_on_a_terminal_only_warnings_and_errors_show_by_default(rootfs: Path) -> None:
+    status, output = run_on_terminal(str(rootfs), "/bin/echo", "hello")
+    assert status == 0
+    assert screen_of(output)[:2] == ["hello", ""]
+    assert "container.created" not in output and "workload.exited" not in output
+
+
+@pytest.mark.parametrize("option", [["--verbose"], ["--log-level", "info"]])
+def test_verbose_brings_the_lifecycle_records_back(rootfs: Path, option: list[str]) -> None:
+    status, output = run_on_terminal(*option, str(rootfs), "/bin/echo", "hello")
+    assert status == 0
+    for event in ("container.created", "container.ready", "workload.started",
+                  "workload.exited", "container.cleanup_done"):
+        assert event in output
+
+
+def test_a_failure_still_shows_its_line_on_a_terminal(rootfs: Path) -> None:
+    status, output = run_on_terminal(str(rootfs), "no-such-command")
+    assert status == 127
+    shown = [line for line in screen_of(output) if line]
+    assert any(line.startswith("pyctr-supervise: error: command 'no-such-command' not found")
+               for line in shown), shown
+
+
+def test_records_written_in_raw_mode_start_at_the_left_edge(rootfs: Path) -> None:
+    # With -t the terminal is raw while the workload runs: the records written meanwhile
+    # (here every one, --verbose) must end in \r\n, or each would start where the last ended.
+    status, output = run_on_terminal("--verbose", "-t", str(rootfs), "/bin/sh", "-c",
+                                     "echo first; sleep 0.2; echo second", columns=500)
+    assert status == 0
+    screen = [line for line in screen_of(output, rows=60, columns=500) if line]
+    records = [line for line in screen if "[" in line and "]" in line]
+    assert len(records) >= 5, screen
+    for line in records:
+        assert re.match(r"\d{4}-\d\d-\d\dT", line), line  # a timestamp at column 0
+    assert "first" in screen and "second" in screen
+    assert "\n" not in output.replace("\r\n", "")
