@@ -24,6 +24,11 @@ import sys
 from pyctr.linux import socket
 from pyctr.linux.syscalls import CLONE_NEWPID, CLONE_PARENT, SyscallError, clone_process
 
+# What an init imports on its way to the workload, imported once here rather than in every
+# init: the spec reader, which ``Spec.from_value`` loads on first use (a fork of the CLI gets
+# the spec already checked and never needs it).
+from pyctr.spec import document  # noqa: F401
+
 from .main import run
 
 DESCRIPTORS = 4
