@@ -145,10 +145,13 @@ def v1_writes(resources: Value) -> list[Write]:
         writes.append(Write("cpu", "cpu.cfs_period_us", str(period)))
     if quota is not None:
         writes.append(Write("cpu", "cpu.cfs_quota_us", _limit(quota)))
-    for key in ("cpus", "mems"):
-        text = _text(cpu, key)
-        if text is not None:
-            writes.append(Write("cpuset", f"cpuset.{key}", text))
+    return writes + _cpuset_and_pids(cpu, pids)
+
+
+def _cpuset_and_pids(cpu: dict[str, Value], pids: dict[str, Value]) -> list[Write]:
+    """The writes that are the same on v1 and v2."""
+    writes = [Write("cpuset", f"cpuset.{key}", text) for key in ("cpus", "mems")
+              if (text := _text(cpu, key)) is not None]
     pids_limit = _int(pids, "limit")
     if pids_limit is not None and pids_limit > 0:  # a new cgroup's pids.max is "max" already
         writes.append(Write("pids", "pids.max", str(pids_limit)))
@@ -186,14 +189,7 @@ def v2_writes(resources: Value) -> list[Write]:
     if period is not None or quota is not None:
         writes.append(Write("cpu", "cpu.max", f"{_max(-1 if quota is None else quota)} "
                                               f"{period or DEFAULT_PERIOD}"))
-    for key in ("cpus", "mems"):
-        text = _text(cpu, key)
-        if text is not None:
-            writes.append(Write("cpuset", f"cpuset.{key}", text))
-    pids_limit = _int(pids, "limit")
-    if pids_limit is not None and pids_limit > 0:  # a new cgroup's pids.max is "max" already
-        writes.append(Write("pids", "pids.max", str(pids_limit)))
-    return writes
+    return writes + _cpuset_and_pids(cpu, pids)
 
 
 class Usage:
