@@ -308,7 +308,7 @@ class ContainerCgroup:
         layout = layout or host_layout()
         files = files or CgroupFiles()
         if layout.kind == "none":
-            _, required = limits.v2_controllers(resources)
+            required = limits.required_controllers(resources)
             if required:
                 raise PyctrError(f"cannot apply the container's {', '.join(required)} limits: "
                                  f"this host has no cgroup hierarchy mounted",
@@ -344,7 +344,7 @@ class ContainerCgroup:
         return cgroup
 
     def _make_v1(self, resources: Value) -> None:
-        _, required = limits.v2_controllers(resources)
+        required = limits.required_controllers(resources)
         for controller in limits.v1_controllers(resources):
             point = self.layout.hierarchies.get(controller)
             if point is None:

@@ -93,9 +93,9 @@ def v1_controllers(resources: Value) -> list[str]:
     return [*V1_ALWAYS, *extra]
 
 
-def v2_controllers(resources: Value) -> tuple[list[str], list[str]]:
-    """(wanted, required): the v2 controllers to enable for the container's cgroup, and those
-    of them a limit needs (an error when the host lacks one; the others are skipped)."""
+def required_controllers(resources: Value) -> list[str]:
+    """The controllers a limit of ``resources`` needs, on v1 or v2: an error when the host
+    lacks one (the others are skipped where missing)."""
     required = []
     memory, pids = _section(resources, "memory"), _section(resources, "pids")
     if any(_int(memory, key) is not None for key in ("limit", "swap", "reservation")):
@@ -106,8 +106,14 @@ def v2_controllers(resources: Value) -> tuple[list[str], list[str]]:
         required.append("cpuset")
     if (_int(pids, "limit") or 0) > 0:
         required.append("pids")
-    wanted = list(dict.fromkeys([*V2_ALWAYS, *required]))
-    return wanted, required
+    return required
+
+
+def v2_controllers(resources: Value) -> tuple[list[str], list[str]]:
+    """(wanted, required): the v2 controllers to enable for the container's cgroup, and
+    ``required_controllers`` among them."""
+    required = required_controllers(resources)
+    return list(dict.fromkeys([*V2_ALWAYS, *required])), required
 
 
 def _limit(value: int) -> str:
