@@ -224,6 +224,17 @@ BAD_MESSAGES: dict[str, tuple[tuple[Message | bytes, ...], str]] = {
     "signal 65": ((*GOOD_START, WorkloadExited(None, 65)), "outside 1-64"),
     "neither code nor signal": ((*GOOD_START, WorkloadExited(None, None)), "exactly one"),
     "code and signal": ((*GOOD_START, WorkloadExited(0, 9)), "exactly one"),
+    # What init reports for the result record: a lie within range is possible, out of range
+    # is refused.
+    "negative wall time": ((*GOOD_START, WorkloadExited(0, None, -1)), "wall_time_us -1"),
+    "wall time of centuries": ((*GOOD_START, WorkloadExited(0, None, 1 << 62)),
+                               "wall_time_us"),
+    "more killed than remaining": ((*GOOD_START, WorkloadExited(0, None, 5, 1, 2)),
+                                   "killed 2 and remaining 1"),
+    "negative remaining": ((*GOOD_START, WorkloadExited(0, None, 5, -1, 0)),
+                           "remaining -1"),
+    "remaining beyond any pid": ((*GOOD_START, WorkloadExited(0, None, 5, 1 << 40, 0)),
+                                 "remaining"),
     "pid 0": ((Hello(), Ready([], []), WorkloadStarted(0)), "is not a pid"),
     "setup failure that exits 0": ((Hello(), SetupFailed(0, "setup.failed", "no")),
                                    "exit_code 0"),
