@@ -243,8 +243,9 @@ def build_container(config: Config, spec: Spec, sys: Syscalls,
                     channel: Channel) -> tuple[list[str], list[str]]:
     """Join and enter the namespaces, set the host and domain names, bring up lo and build
     the root filesystem; return the namespaces and the mount points."""
+    overlay = (config.overlay_upper, config.overlay_work) if config.overlay_upper else None
     plan = plan_root(spec, config.rootfs, chroot=config.chroot,  # reads the host's cgroups
-                     nodev=config.nodev, cgroups=config.cgroups)
+                     nodev=config.nodev, cgroups=config.cgroups, overlay=overlay)
     flags = 0
     entered = []
     for name, flag in NAMESPACES:
@@ -284,6 +285,10 @@ def explain(exc: SyscallError, rootfs: str) -> str:
     if exc.operation == "refuse symlinked mount point":
         return (f"{where} is a symbolic link: pyctr does not mount /proc, /sys or /dev "
                 f"through one (it could lead out of the rootfs); replace it with a directory")
+    if exc.operation == "mount overlay":
+        return (f"cannot mount the overlay root over {rootfs} with the upper directory "
+                f"{exc.path}: {exc.strerror}; the upper directory must be on a filesystem "
+                f"overlayfs can write to (ext4, xfs, tmpfs; not overlayfs itself)")
     if exc.operation == "unshare" and exc.errno == errno_codes.EINVAL:
         return ("the kernel lacks one of the mount, UTS, IPC or network namespaces "
                 "(unshare: Invalid argument); enable CONFIG_*_NS in the kernel")

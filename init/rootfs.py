@@ -10,7 +10,8 @@ The order matters:
 1. make ``/`` private (or, when a mount asks for propagation, a slave), recursively, before
    mounting anything, or our mounts propagate to the host's mount namespace;
 2. bind-mount the rootfs onto itself, because pivot_root needs the new root to be a mount
-   point;
+   point (or, with an overlay, mount an overlayfs on it whose read-only lower layer is the
+   rootfs: the container's writes go to the supervisor's upper directory);
 3. the spec's mounts, in the spec's order, each destination resolved inside the rootfs (a
    symlink in the rootfs never leads a mount out of it; ``/proc``, ``/sys`` and ``/dev`` may
    not be symlinks at all), its mount point created first when missing;
@@ -64,9 +65,9 @@ if TYPE_CHECKING:
     from pyctr.linux.syscalls import Syscalls
     from pyctr.spec.model import Device, Spec
 
-    Step: TypeAlias = ("Mount | MountInRoot | CgroupMounts | MakeNodes | Sysctl | ReadOnlyPath"
-                       " | MaskedPath | NodevRoot | ReadOnlyRoot | PivotRoot | Chroot"
-                       " | Propagation")
+    Step: TypeAlias = ("Mount | OverlayRoot | MountInRoot | CgroupMounts | MakeNodes"
+                       " | Sysctl | ReadOnlyPath | MaskedPath | NodevRoot | ReadOnlyRoot"
+                       " | PivotRoot | Chroot | Propagation")
 
 # mount(8)'s option names: (flag to set, or to clear when the second item is True).
 FLAG_OPTIONS: dict[str, tuple[int, bool]] = {
@@ -173,6 +174,29 @@ class Mount:
 
     def __repr__(self) -> str:
         return f"Mount({self.source!r}, {self.target!r}, {self.fstype!r}, {self.flags:#x})"
+
+
+class OverlayRoot:
+    """An overlayfs on the rootfs's own path, with the rootfs as its only, read-only, lower
+    layer. Mounted in the container's mount namespace (made private before): the host never
+    sees it, and it goes when the container does. The lower layer is looked up before the
+    new mount covers the path, so the overlay can sit on its own lower directory."""
+
+    __slots__ = ("upper", "work")
+
+    def __init__(self, upper: str, work: str) -> None:
+        self.upper, self.work = upper, work
+
+    def apply(self, sys: Syscalls, root: str) -> None:
+        # The supervisor refuses paths overlayfs's option syntax cannot carry (, : \\).
+        data = f"lowerdir={root},upperdir={self.upper},workdir={self.work}"
+        try:
+            sys.mount("overlay", root, "overlay", 0, data)
+        except SyscallError as exc:
+            raise SyscallError(exc.errno or 0, "mount overlay", self.upper) from None
+
+    def __repr__(self) -> str:
+        return f"OverlayRoot({self.upper!r}, {self.work!r})"
 
 
 class MountInRoot(_InRoot):
@@ -433,10 +457,12 @@ class Propagation:
 
 
 def plan_root(spec: Spec, rootfs: str, *, chroot: bool = False, nodev: bool = False,
-              cgroups: list[str] | tuple[str, ...] = ()) -> list[Step]:
+              cgroups: list[str] | tuple[str, ...] = (),
+              overlay: tuple[str, str] | None = None) -> list[Step]:
     """The steps that turn the absolute host path ``rootfs`` into the container's root.
     ``nodev``: every mount but ``/dev`` and those below it is made nodev, the root too;
-    ``cgroups``: the container's own cgroups (host directories), for a cgroup mount."""
+    ``cgroups``: the container's own cgroups (host directories), for a cgroup mount;
+    ``overlay``: (upper, work) host directories of an overlayfs root over ``rootfs``."""
     if not os.path.isabs(rootfs):
         raise ValueError(f"rootfs must be an absolute path, not {rootfs!r}")
     root = rootfs.rstrip("/") or "/"
@@ -448,7 +474,8 @@ def plan_root(spec: Spec, rootfs: str, *, chroot: bool = False, nodev: bool = Fa
                       for mount in spec.mounts for option in mount.options)
     plan: list[Step] = [
         Mount(None, "/", None, MS_REC | (MS_SLAVE if propagating else MS_PRIVATE), None),
-        Mount(root, root, None, MS_BIND | MS_REC, None),
+        Mount(root, root, None, MS_BIND | MS_REC, None) if overlay is None
+        else OverlayRoot(*overlay),
     ]
     if nodev:
         plan.append(NodevRoot())

@@ -38,7 +38,7 @@ if TYPE_CHECKING:
 
     from .codec import Value
 
-PROTOCOL_VERSION = 6
+PROTOCOL_VERSION = 7
 EXIT_SETUP_FAILED = 125
 """pyctr could not run the container (the CLI's status, as docker's)."""
 EXIT_CANNOT_EXECUTE = 126
@@ -189,10 +189,13 @@ class Config(Message):
     directories (host paths): when there are any, init waits for CgroupJoined before it
     starts the workload. ``stop_signal``, ``stop_timeout_ms``: what init does with the
     processes still running when the workload's main process has exited: the signal, then
-    SIGKILL after that many milliseconds."""
+    SIGKILL after that many milliseconds. ``overlay_upper``, ``overlay_work``: host
+    directories (made by the supervisor) for an overlayfs root whose read-only lower layer
+    is ``rootfs``; both empty for the rootfs itself as the root."""
 
-    __slots__ = ("cgroups", "chroot", "container", "log_level", "nodev", "rootfs", "seccomp",
-                 "seccomp_flags", "signal_group", "spec", "stop_signal", "stop_timeout_ms")
+    __slots__ = ("cgroups", "chroot", "container", "log_level", "nodev", "overlay_upper",
+                 "overlay_work", "rootfs", "seccomp", "seccomp_flags", "signal_group", "spec",
+                 "stop_signal", "stop_timeout_ms")
     TYPE = "config"
     FIELDS = (
         ("container", "str"),
@@ -207,13 +210,16 @@ class Config(Message):
         ("cgroups", "[str]"),
         ("stop_signal", "int"),
         ("stop_timeout_ms", "int"),
+        ("overlay_upper", "str"),
+        ("overlay_work", "str"),
     )
 
     def __init__(self, container: str, rootfs: str, spec: dict[str, Value], *,
                  chroot: bool = False, signal_group: bool = True,
                  log_level: str = "debug", seccomp: str = "", seccomp_flags: int = 0,
                  nodev: bool = False, cgroups: list[str] | None = None,
-                 stop_signal: int = 15, stop_timeout_ms: int = 10_000) -> None:
+                 stop_signal: int = 15, stop_timeout_ms: int = 10_000,
+                 overlay_upper: str = "", overlay_work: str = "") -> None:
         self.container = container
         self.rootfs = rootfs
         self.spec = spec
@@ -226,6 +232,8 @@ class Config(Message):
         self.cgroups = list(cgroups or [])
         self.stop_signal = stop_signal
         self.stop_timeout_ms = stop_timeout_ms
+        self.overlay_upper = overlay_upper
+        self.overlay_work = overlay_work
 
     def check(self) -> None:
         if not 1 <= self.stop_signal <= MAX_SIGNAL:
@@ -233,6 +241,8 @@ class Config(Message):
                                    f"1-{MAX_SIGNAL}")
         if self.stop_timeout_ms < 0:
             raise MalformedMessage("config.stop_timeout_ms is negative")
+        if bool(self.overlay_upper) != bool(self.overlay_work):
+            raise MalformedMessage("config.overlay_upper and overlay_work go together")
 
 
 class Log(Message):

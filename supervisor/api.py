@@ -29,7 +29,7 @@ import trio
 
 from pyctr.protocol import LOG_LEVELS
 
-from .cgroup import sweep_stale
+from .cleanup import sweep_stale
 from .errors import PyctrError
 from .primer import keep_primed
 from .spawn import ensure_template, spawn_init
@@ -77,7 +77,7 @@ async def run(
                          error="usage.invalid")
     rootfs = config.check()
     global _swept
-    if not _swept:  # what killed supervisors left (their containers' empty cgroups): once
+    if not _swept:  # what killed supervisors left (cgroups, layers, leases): once
         _swept = True
         sweep_stale()
     level = _shown_level()

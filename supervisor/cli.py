@@ -123,7 +123,7 @@ def run_cli(argv: list[str]) -> int:
         print(f"{PROG}: error: {result.message}", file=sys.stderr)
     if status is not None:
         _write_status(status, result.record())
-    _sweep_stale_cgroups()
+    _sweep_stale()
     return result.exit_code
 
 
@@ -168,15 +168,12 @@ def _write_status(fd: int, record: dict[str, object]) -> None:
         os.close(fd)
 
 
-def _sweep_stale_cgroups() -> None:
-    """Remove what supervisors that were killed left (their containers' empty cgroups), now
-    that ours is done: nothing of it is on the way to a workload's start."""
-    from .cgroup import sweep_stale
+def _sweep_stale() -> None:
+    """Remove what supervisors that were killed left, now that ours is done: nothing of it
+    is on the way to a workload's start."""
+    from .cleanup import sweep_stale
 
-    try:
-        sweep_stale()
-    except OSError:
-        pass  # the next run tries again
+    sweep_stale()
 
 
 def _show(text: str) -> int:
@@ -235,7 +232,8 @@ def _config_from(line: CommandLine) -> ContainerConfig:
     supervision = {"name": line.name, "chroot": line.chroot, "stop_timeout": line.stop_timeout,
                    "capture_output": line.capture_output, "stop_signal": line.stop_signal,
                    "signal_group": line.signal_target == "group",
-                   "interactive": line.interactive, "timeout": line.timeout}
+                   "interactive": line.interactive, "timeout": line.timeout,
+                   "overlay": line.overlay, "overlay_upper": line.overlay_upper}
     if line.bundle is not None:
         return ContainerConfig.from_bundle(line.bundle, **supervision)
     env: dict[str, str] = {}

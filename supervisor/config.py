@@ -29,7 +29,8 @@ if TYPE_CHECKING:
     from pyctr.spec.model import Spec
 
 _SUPERVISION_OPTIONS = frozenset(("name", "chroot", "stop_signal", "stop_timeout",
-                                  "capture_output", "signal_group", "interactive", "timeout"))
+                                  "capture_output", "signal_group", "interactive", "timeout",
+                                  "overlay", "overlay_upper"))
 NAMESPACE_FILES = {"pid": "pid", "mount": "mnt", "uts": "uts", "ipc": "ipc", "network": "net",
                    "cgroup": "cgroup"}
 
@@ -62,11 +63,15 @@ class ContainerConfig:
     attached (without it, a terminal on stdin is replaced by /dev/null, as with docker).
     ``timeout``: seconds of wall-clock time from the container's start, after which it is
     stopped as above (the result says ``timed_out``, the exit code is 124).
+
+    The root: ``overlay`` makes the rootfs the read-only lower layer of an overlayfs, whose
+    upper layer (the container's writes) is thrown away at the end; ``overlay_upper``
+    (an existing directory; implies ``overlay``) keeps it in ``overlay_upper/upper``.
     """
 
     __slots__ = ("_docker", "_given_spec", "bundle", "capture_output", "chroot", "device_rules",
-                 "interactive", "name", "rootfs", "seccomp_filter", "signal_group", "spec",
-                 "stop_signal", "stop_timeout", "timeout")
+                 "interactive", "name", "overlay", "overlay_upper", "rootfs", "seccomp_filter",
+                 "signal_group", "spec", "stop_signal", "stop_timeout", "timeout")
 
     def __init__(
         self,
@@ -103,6 +108,8 @@ class ContainerConfig:
         tty: bool = False,
         interactive: bool = True,
         timeout: float | None = None,
+        overlay: bool = False,
+        overlay_upper: str | os.PathLike[str] | None = None,
     ) -> None:
         self.rootfs = os.fspath(rootfs)
         self.name = name or os.urandom(6).hex()
@@ -143,6 +150,9 @@ class ContainerConfig:
         self.interactive = interactive
         self.timeout = timeout
         """Seconds of wall-clock time the container may run, or None for no limit."""
+        self.overlay_upper = None if overlay_upper is None else os.fspath(overlay_upper)
+        """Where the overlay's upper layer is kept (``check`` makes it absolute), or None."""
+        self.overlay = overlay or self.overlay_upper is not None
 
     @classmethod
     def from_spec(cls, spec: dict[str, Value] | Spec, *, bundle: str | None = None,
@@ -260,6 +270,12 @@ class ContainerConfig:
         self.seccomp_filter = None
         if spec.linux.seccomp is not None:
             self.seccomp_filter = _compile_seccomp(spec.linux.seccomp)
+        if self.overlay:
+            from .overlay import check_layer_path, check_upper
+
+            check_layer_path(rootfs, "rootfs")
+            if self.overlay_upper is not None:
+                self.overlay_upper = check_upper(self.overlay_upper)
         self.spec = spec
         return rootfs
 
@@ -269,10 +285,11 @@ class ContainerConfig:
 
     def to_message(self, rootfs: str, rows: int = 0, columns: int = 0,
                    log_level: str = "debug", *, inherited: bool = False,
-                   nodev: bool = False, cgroups: list[str] | None = None) -> Config:
+                   nodev: bool = False, cgroups: list[str] | None = None,
+                   overlay: tuple[str, str] = ("", "")) -> Config:
         """The init's config message; ``inherited``: the init is a fork that has the spec
-        already, so the message leaves it out (an empty object); ``nodev``, ``cgroups``: see
-        Config."""
+        already, so the message leaves it out (an empty object); ``nodev``, ``cgroups``,
+        ``overlay`` (its upper and work directories): see Config."""
         from pyctr.protocol import Config
 
         assert self.spec is not None, "check() builds the spec"
@@ -294,7 +311,8 @@ class ContainerConfig:
                       signal_group=self.signal_group, log_level=log_level,
                       seccomp=program.hex(), seccomp_flags=flags, nodev=nodev,
                       cgroups=list(cgroups or []), stop_signal=self.first_stop_signal,
-                      stop_timeout_ms=round(self.stop_timeout * 1000))
+                      stop_timeout_ms=round(self.stop_timeout * 1000),
+                      overlay_upper=overlay[0], overlay_work=overlay[1])
 
 
 def _compile_seccomp(value: Value) -> tuple[bytes, int]:

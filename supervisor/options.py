@@ -82,6 +82,10 @@ OPTIONS = (
            "CPUs the container may run on, e.g. 0-1 or 0,2"),
     Option(None, "--cpuset-mems", "cpuset_mems", "LIST",
            "memory nodes the container may use, e.g. 0"),
+    Option(None, "--overlay", "overlay", None,
+           "write to a throwaway overlay over ROOTFS (ROOTFS:O too): the rootfs stays unchanged"),
+    Option(None, "--overlay-upper", "overlay_upper", "DIR",
+           "with the overlay, keep the container's changes in DIR/upper (DIR must exist)"),
     Option(None, "--bundle", "bundle", "DIR",
            "run the OCI bundle DIR (DIR/config.json) instead of ROOTFS COMMAND"),
     Option(None, "--chroot", "chroot", None,
@@ -136,7 +140,8 @@ class CommandLine:
                  "cpu_shares", "cpus", "cpuset_cpus", "cpuset_mems", "devices", "env",
                  "env_files", "help", "hostname", "interactive", "log_file", "log_format",
                  "log_level", "log_max_files", "log_max_size", "memory", "memory_swap",
-                 "mounts", "name", "pids_limit", "print_spec", "privileged", "read_only",
+                 "mounts", "name", "overlay", "overlay_upper", "pids_limit", "print_spec",
+                 "privileged", "read_only",
                  "rootfs", "security_opt", "signal_target", "status_fd", "status_file",
                  "stop_signal", "stop_timeout", "timeout", "tmpfs", "tty", "ulimits", "user",
                  "verbose", "version", "volumes", "workdir")
@@ -171,6 +176,8 @@ class CommandLine:
         self.status_file: str | None = None
         self.status_fd: int | None = None
         self.bundle: str | None = None
+        self.overlay = False
+        self.overlay_upper: str | None = None
         self.print_spec = False
         self.chroot = False
         self.stop_timeout: float = DEFAULT_STOP_TIMEOUT
@@ -255,6 +262,8 @@ def parse(argv: list[str]) -> CommandLine:
         raise UsageError("--log-max-files needs --log-max-size")
     if rest:
         line.rootfs, line.command = rest[0], rest[1:]
+        if line.rootfs.endswith(":O"):  # podman's spelling of --overlay
+            line.rootfs, line.overlay = line.rootfs[:-2], True
     return line
 
 

@@ -58,6 +58,7 @@ if TYPE_CHECKING:
     from pyctr.spec.model import Spec
 
     from .config import ContainerConfig
+    from .overlay import OverlayLayer
 
 _SO_SNDBUFFORCE = 32
 _SO_RCVBUFFORCE = 33
@@ -71,14 +72,18 @@ class InitProcess:
     ends of the output pipes (stream name to fd) when output is captured, and the write end
     of its stdin pipe when the caller gave stdin bytes."""
 
-    __slots__ = ("cgroup", "output", "pid", "pidfd", "relayed", "sock", "started", "stdin")
+    __slots__ = ("cgroup", "layer", "output", "pid", "pidfd", "relayed", "sock", "started",
+                 "stdin")
 
     def __init__(self, pid: int, sock: socket.socket, output: dict[str, int],
                  stdin: int | None = None, relayed: frozenset[str] = frozenset(),
-                 cgroup: ContainerCgroup | None = None) -> None:
+                 cgroup: ContainerCgroup | None = None,
+                 layer: OverlayLayer | None = None) -> None:
         self.pid = pid
         self.cgroup = cgroup
         """The container's cgroup, removed by ``close`` (the init must be reaped by then)."""
+        self.layer = layer
+        """The overlay's directories (``--overlay``), released by ``close``."""
         self.sock = sock
         self.output = output
         self.stdin = stdin
@@ -98,8 +103,9 @@ class InitProcess:
         try:
             nodev = self.cgroup is None or not self.cgroup.devices_enforced
             cgroups = [] if self.cgroup is None else list(self.cgroup.paths)
+            overlay = ("", "") if self.layer is None else (self.layer.upper, self.layer.work)
             data = encode(config.to_message(rootfs, *window, log_level, inherited=inherited,
-                                            nodev=nodev, cgroups=cgroups))
+                                            nodev=nodev, cgroups=cgroups, overlay=overlay))
         except ProtocolError as exc:
             raise PyctrError(f"the container's description is too large to send to init: "
                              f"{exc}", error="config.too_large") from None
@@ -141,8 +147,9 @@ class InitProcess:
         self.close()
 
     def close(self) -> None:
-        """Release what is still open (the output readers close their own ends) and remove
-        the cgroup. Raises PyctrError when the cgroup cannot be removed."""
+        """Release what is still open (the output readers close their own ends), remove the
+        cgroup and the overlay's throwaway layer. Raises PyctrError when either cannot be
+        removed (after trying both)."""
         self.sock.close()
         os.close(self.pidfd)
         for fd in self.output.values():
@@ -151,9 +158,14 @@ class InitProcess:
         if self.stdin is not None:
             os.close(self.stdin)
             self.stdin = None
-        if self.cgroup is not None:
-            cgroup, self.cgroup = self.cgroup, None
-            cgroup.remove()
+        layer, self.layer = self.layer, None
+        try:
+            if self.cgroup is not None:
+                cgroup, self.cgroup = self.cgroup, None
+                cgroup.remove()
+        finally:
+            if layer is not None:
+                layer.close()
 
 
 def spawn_init(config: ContainerConfig, rootfs: str, *, fork: bool,
@@ -221,6 +233,7 @@ def start_init(config: ContainerConfig, *, fork: bool, collect: tuple[str, ...] 
             readers[stream], stdio[target] = _output_pipe()
             relayed.add(stream)
     cgroup: ContainerCgroup | None = None
+    layer: OverlayLayer | None = None
     try:
         # Made before the init exists; ``join_cgroup`` moves it in, and the init waits for
         # that before it starts the workload, so nothing of the container runs outside it.
@@ -229,20 +242,28 @@ def start_init(config: ContainerConfig, *, fork: bool, collect: tuple[str, ...] 
             config.name, config.device_rules,
             resources=None if spec is None else spec.linux.resources,
             cgroups_path=None if spec is None else spec.linux.cgroups_path)
+        if config.overlay:  # after the cgroup, which refuses a name that is in use
+            from .overlay import create_layer
+
+            layer = create_layer(config.name, config.rootfs, config.overlay_upper)
         pid = _start_in_new_pid_namespace(ours, theirs, stdio, fork=fork, started=started,
                                           spec=spec)
     except BaseException:
         ours.close()
         for fd in [*readers.values(), *([] if feeder is None else [feeder])]:
             os.close(fd)
-        if cgroup is not None:
-            cgroup.remove()
+        try:
+            if cgroup is not None:
+                cgroup.remove()
+        finally:
+            if layer is not None:
+                layer.close()
         raise
     finally:
         theirs.close()
         for fd in stdio.values():
             os.close(fd)
-    return InitProcess(pid, ours, readers, feeder, frozenset(relayed), cgroup)
+    return InitProcess(pid, ours, readers, feeder, frozenset(relayed), cgroup, layer)
 
 
 def _output_pipe() -> tuple[int, int]:

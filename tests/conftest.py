@@ -23,6 +23,9 @@ import pytest
 # sees only the tests' own cgroups. Set before pyctr.supervisor.cgroup is imported.
 os.environ.setdefault("PYCTR_CGROUP_PARENT", f"pyctr-test-{os.getpid()}")
 CGROUP_PARENT = os.environ["PYCTR_CGROUP_PARENT"]
+# The same for the throwaway overlay layers (--overlay): a directory of the session's own.
+os.environ.setdefault("PYCTR_OVERLAY_DIR", f"/var/lib/pyctr/overlay-test-{os.getpid()}")
+OVERLAY_DIR = os.environ["PYCTR_OVERLAY_DIR"]
 
 from helpers import (  # noqa: E402
     REPO,
@@ -90,6 +93,18 @@ def no_leaks(request: pytest.FixtureRequest,
 
     sweep_stale()
     assert not own_cgroups(), f"cgroups left behind: {own_cgroups()}"
+    from pyctr.supervisor import overlay
+
+    overlay.sweep_stale()  # as the next run would, after a supervisor a test killed
+    assert not own_layers(), f"overlay layers left behind: {own_layers()}"
+
+
+def own_layers() -> list[str]:
+    """The throwaway overlay layers in the tests' own directory (see OVERLAY_DIR)."""
+    try:
+        return sorted(entry for entry in os.listdir(OVERLAY_DIR) if entry != ".lock")
+    except FileNotFoundError:
+        return []
 
 
 def own_cgroups() -> list[str]:
@@ -124,6 +139,7 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     from pyctr.supervisor.spawn import close_template
 
     close_template()
+    shutil.rmtree(OVERLAY_DIR, ignore_errors=True)
     for directory in [os.path.join(point, CGROUP_PARENT) for point in hierarchy_points()] + [
             os.path.join(CLAIMS, CGROUP_PARENT)]:
         try:

@@ -326,3 +326,23 @@ def test_nodev_makes_the_root_and_every_mount_but_dev_nodev() -> None:
     plain, _ = run_plan(spec)
     assert not [call for call in plain.calls if call[:2] == ("set_recursive", "/r")]
     assert not {call[2]: int(call[4]) for call in mounts(plain.calls)}["/r/run"] & MS_NODEV
+
+
+def test_an_overlay_root_replaces_the_bind_and_sits_on_its_own_lower_directory() -> None:
+    sys = RecordingSyscalls()
+    apply_plan(plan_root(default_spec(read_only=True), "/r", overlay=("/l/upper", "/l/work")),
+               sys, "/r")
+    calls = mounts(sys.calls)
+    assert calls[1] == ("mount", "overlay", "/r", "overlay", 0,
+                        "lowerdir=/r,upperdir=/l/upper,workdir=/l/work")
+    assert not any(call[1] == "/r" and call[2] == "/r" for call in calls)  # no bind of it
+    # The rest goes on as over a bound rootfs: --read-only remounts the overlay read-only.
+    remounts = [call for call in calls if call[1:3] == (None, "/r")]
+    assert remounts and remounts[-1][4] & (MS_BIND | MS_REMOUNT | MS_RDONLY) == (
+        MS_BIND | MS_REMOUNT | MS_RDONLY)
+
+
+def test_an_overlay_that_cannot_be_mounted_is_explained() -> None:
+    message = explain(SyscallError(22, "mount overlay", "/l/upper"), "/r")
+    assert "cannot mount the overlay root over /r" in message
+    assert "/l/upper" in message and "not overlayfs itself" in message
