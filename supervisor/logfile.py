@@ -61,8 +61,13 @@ class LogSink:
         self.pending: list[bytes] = []
         self.pending_size = 0
         self.tty = fd >= 0 and os.isatty(fd)
+        self.reader_gone = False
+        """The records' reader went away (``2>&1 | head``): what follows is dropped, and the
+        container is supervised to its end all the same."""
 
     def write(self, record: str | bytes) -> int:
+        if self.reader_gone:
+            return len(record)
         data = record if isinstance(record, bytes) else record.encode("utf-8", "backslashreplace")
         self._before_write(len(data))
         self.pending.append(data)
@@ -88,7 +93,11 @@ class LogSink:
         # writev, not a join: the bytes are copied once, by the kernel.
         while pending:
             batch = pending[:_IOV_MAX]
-            written = os.writev(self.fd, batch)
+            try:
+                written = os.writev(self.fd, batch)
+            except BrokenPipeError:
+                self.reader_gone = True
+                return
             done = 0
             while done < len(batch) and written >= len(batch[done]):
                 written -= len(batch[done])

@@ -98,9 +98,18 @@ SUPERVISOR_EVENTS = frozenset((
     "supervisor.suspended", "supervisor.resumed", "container.killed", "container.stopping",
     "workload.exited", "container.failed", "container.cleanup_done", "container.oom",
     "container.timed_out", "cgroup.unreadable", "cgroup.limit_not_applied",
+    "network.attached", "network.connection_failed", "network.connection_reset",
+    "network.accept_failed", "network.connections_full", "network.udp_flows_full",
+    "network.datagram_dropped", "network.udp_flow_opened", "network.udp_flow_closed",
+    "network.proxy_failed",
 ))
 """Events only the supervisor (or the workload's captured output) writes: init may not send
 them, or a record with ``source=init`` could pass for one of ours."""
+
+
+_OWN_FAULT_SIGNALS = frozenset((signal.SIGPIPE, signal.SIGXFSZ))
+"""Signals the kernel sends a process for its own write (the CLI keeps them blocked, so they
+reach its signalfd as if sent to the container, from its own pid)."""
 
 
 class Phase:
@@ -256,6 +265,8 @@ class _Supervision:
 
     def forward(self, nursery: trio.Nursery, signum: int, *, sender_pid: int | None = None,
                 sender_uid: int | None = None) -> None:
+        if sender_pid == os.getpid() and signum in _OWN_FAULT_SIGNALS:
+            return  # our own write's (to a reader that went away): not the container's
         sender = {} if sender_pid is None else {
             "sender_pid": sender_pid, "sender_uid": sender_uid,
             "sender": describe_sender(sender_pid)}

@@ -96,3 +96,40 @@ def test_log_file_gets_json_lines_and_is_private(pyctr, tmp_path: Path) -> None:
 def test_explicit_format_wins(pyctr, fmt: str) -> None:
     run = pyctr("/bin/true", options=("--log-format", fmt))
     assert bool(run.records) == (fmt == "json")
+
+
+@requires_root
+def test_a_log_reader_that_goes_away_costs_neither_the_container_nor_a_signal(
+        rootfs: Path, tmp_path: Path) -> None:
+    """``pyctr-supervise ... 2>&1 | head -1``: the supervisor's next record meets a closed
+    pipe. It drops the records from then on and supervises the container to its end; and the
+    SIGPIPE its own write raised (blocked, so it reaches the forwarding signalfd, from its own
+    pid) is not forwarded to the workload as if someone had sent it."""
+    from helpers import wait_until
+
+    out = tmp_path / "out"
+    out.mkdir()
+    script = ('exec 2>/dev/null; trap "echo pipe >> /out/seen" PIPE; '
+              'trap "echo usr1 >> /out/seen" USR1; touch /out/ready; '
+              'while [ ! -e /out/stop ]; do sleep 0.05; done; exit 3')
+    read_end, write_end = os.pipe()
+    process = subprocess.Popen([CLI, "--log-format", "json", "-v", f"{out}:/out", str(rootfs),
+                                "sh", "-c", script], stdout=subprocess.DEVNULL, stderr=write_end)
+    os.close(write_end)
+    try:
+        wait_until(lambda: (out / "ready").exists(), "the workload's traps")
+        os.close(read_end)  # the reader goes away
+        read_end = -1
+        process.send_signal(signal.SIGUSR1)  # forwarded, then logged into the closed pipe
+        wait_until(lambda: (out / "seen").exists(), "the forwarded SIGUSR1")
+        process.send_signal(signal.SIGUSR1)
+        wait_until(lambda: (out / "seen").read_text().count("usr1") == 2, "the second one")
+        (out / "stop").touch()
+        assert process.wait(timeout=30) == 3
+    finally:
+        if read_end != -1:
+            os.close(read_end)
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+    assert (out / "seen").read_text() == "usr1\nusr1\n"
