@@ -71,6 +71,8 @@ def run_cli(argv: list[str]) -> int:
         return _fail(exc)
     if line.help or line.version:
         return _show(help_text() if line.help else f"{PROG} {VERSION}")
+    if line.cleanup:
+        return _cleanup()
     status: int | None = None
     try:
         status = _open_status(line)
@@ -176,6 +178,18 @@ def _sweep_stale() -> None:
     sweep_stale()
 
 
+def _cleanup() -> int:
+    """``--cleanup``: sweep, and take down the bridge when no container uses it; say what
+    was removed, one line each."""
+    from .cleanup import clean_up
+
+    try:
+        removed = clean_up()
+    except PyctrError as exc:
+        return _fail(exc)
+    return _show("\n".join(f"removed {item}" for item in removed) or "nothing to remove")
+
+
 def _show(text: str) -> int:
     """Print ``text``; a reader that has gone (``--help | head -1``) is not an error."""
     try:
@@ -233,7 +247,8 @@ def _config_from(line: CommandLine) -> ContainerConfig:
                    "capture_output": line.capture_output, "stop_signal": line.stop_signal,
                    "signal_group": line.signal_target == "group",
                    "interactive": line.interactive, "timeout": line.timeout,
-                   "overlay": line.overlay, "overlay_upper": line.overlay_upper}
+                   "overlay": line.overlay, "overlay_upper": line.overlay_upper,
+                   "network": line.network, "publish": line.publish}
     if line.bundle is not None:
         return ContainerConfig.from_bundle(line.bundle, **supervision)
     env: dict[str, str] = {}

@@ -21,6 +21,7 @@ from pyctr.spec.security import SecurityOptions
 
 from .devices import DeviceRule, device_rules
 from .errors import PyctrError
+from .networking import NetworkOptions
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -30,7 +31,7 @@ if TYPE_CHECKING:
 
 _SUPERVISION_OPTIONS = frozenset(("name", "chroot", "stop_signal", "stop_timeout",
                                   "capture_output", "signal_group", "interactive", "timeout",
-                                  "overlay", "overlay_upper"))
+                                  "overlay", "overlay_upper", "network", "publish"))
 NAMESPACE_FILES = {"pid": "pid", "mount": "mnt", "uts": "uts", "ipc": "ipc", "network": "net",
                    "cgroup": "cgroup"}
 
@@ -64,14 +65,21 @@ class ContainerConfig:
     ``timeout``: seconds of wall-clock time from the container's start, after which it is
     stopped as above (the result says ``timed_out``, the exit code is 124).
 
+    The network: ``network`` is ``"none"`` (the default: a network namespace of its own with
+    only ``lo``), ``"host"`` (the host's) or ``"bridge"`` (a veth into pyctr's bridge, an
+    address of its own, a default route and NAT); ``publish`` lists docker's ``-p`` values
+    (``"8080:80"``, ``"127.0.0.1:5353:53/udp"``), for ``bridge`` only. With a spec
+    (``from_spec``), ``network=None`` leaves its namespaces as they are.
+
     The root: ``overlay`` makes the rootfs the read-only lower layer of an overlayfs, whose
     upper layer (the container's writes) is thrown away at the end; ``overlay_upper``
     (an existing directory; implies ``overlay``) keeps it in ``overlay_upper/upper``.
     """
 
     __slots__ = ("_docker", "_given_spec", "bundle", "capture_output", "chroot", "device_rules",
-                 "interactive", "name", "overlay", "overlay_upper", "rootfs", "seccomp_filter",
-                 "signal_group", "spec", "stop_signal", "stop_timeout", "timeout")
+                 "interactive", "name", "network", "overlay", "overlay_upper", "rootfs",
+                 "seccomp_filter", "signal_group", "spec", "stop_signal", "stop_timeout",
+                 "timeout")
 
     def __init__(
         self,
@@ -110,9 +118,15 @@ class ContainerConfig:
         timeout: float | None = None,
         overlay: bool = False,
         overlay_upper: str | os.PathLike[str] | None = None,
+        network: str | None = None,
+        publish: list[str] | tuple[str, ...] = (),
     ) -> None:
         self.rootfs = os.fspath(rootfs)
         self.name = name or os.urandom(6).hex()
+        self.network = NetworkOptions(network, publish)
+        """The network asked for, checked; ``check`` shapes the spec for it."""
+        if not hostname:  # docker's: the host's name on its network, else the id
+            hostname = os.uname().nodename if network == "host" else self.name[:63]
         try:
             security = SecurityOptions(cap_add=cap_add, cap_drop=cap_drop,
                                        privileged=privileged, security_opt=security_opt,
@@ -131,7 +145,7 @@ class ContainerConfig:
             raise PyctrError(f"timeout must be more than zero seconds, got {timeout!r}",
                              error="usage.invalid")
         self._docker: DockerOptions | None = DockerOptions(
-            command, hostname=hostname or self.name[:63], env=env, workdir=workdir, user=user,
+            command, hostname=hostname, env=env, workdir=workdir, user=user,
             read_only=read_only, volumes=volumes, tmpfs=tmpfs, mounts=mounts, ulimits=ulimits,
             tty=tty, security=security, limits=limits)
         self._given_spec: Value = None
@@ -267,6 +281,7 @@ class ContainerConfig:
                 check_resources(spec.linux.resources)
         except SpecError as exc:
             raise PyctrError(str(exc), error="config.invalid") from None
+        self.network.apply(spec)
         self.seccomp_filter = None
         if spec.linux.seccomp is not None:
             self.seccomp_filter = _compile_seccomp(spec.linux.seccomp)

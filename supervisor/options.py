@@ -82,6 +82,10 @@ OPTIONS = (
            "CPUs the container may run on, e.g. 0-1 or 0,2"),
     Option(None, "--cpuset-mems", "cpuset_mems", "LIST",
            "memory nodes the container may use, e.g. 0"),
+    Option(None, "--network", "network", "none|host|bridge",
+           "none: only lo (default); host: the host's network; bridge: an address on pyctr0"),
+    Option("-p", "--publish", "publish", "[IP:][HOST:]CTR[/udp]",
+           "with --network bridge: forward host port HOST (on 127.0.0.1) to CTR (repeatable)"),
     Option(None, "--overlay", "overlay", None,
            "write to a throwaway overlay over ROOTFS (ROOTFS:O too): the rootfs stays unchanged"),
     Option(None, "--overlay-upper", "overlay_upper", "DIR",
@@ -120,11 +124,13 @@ OPTIONS = (
            "debug, info, warning or error (default: info; warning when the logs go to a "
            "terminal)"),
     Option(None, "--verbose", "verbose", None, "the same as --log-level info"),
+    Option(None, "--cleanup", "cleanup", None,
+           "remove what killed supervisors left (cgroups, layers, leases) and an idle bridge"),
     Option(None, "--help", "help", None, "show this help and exit"),
     Option(None, "--version", "version", None, "show the version and exit"),
 )
 _REPEATABLE = ("env_files", "volumes", "tmpfs", "mounts", "ulimits", "cap_add", "cap_drop",
-               "security_opt", "devices")
+               "security_opt", "devices", "publish")
 # What describes the container itself, which a bundle's config.json says instead.
 _CONTAINER_OPTIONS = ("hostname", "env", "env_files", "workdir", "user", "volumes", "tmpfs",
                       "mounts", "read_only", "ulimits", "tty", "cap_add", "cap_drop",
@@ -136,13 +142,13 @@ _BY_NAME = {name: option for option in OPTIONS for name in (option.short, option
 class CommandLine:
     """What the user asked for, before validation against the machine."""
 
-    __slots__ = ("bundle", "cap_add", "cap_drop", "capture_output", "chroot", "command",
-                 "cpu_shares", "cpus", "cpuset_cpus", "cpuset_mems", "devices", "env",
-                 "env_files", "help", "hostname", "interactive", "log_file", "log_format",
-                 "log_level", "log_max_files", "log_max_size", "memory", "memory_swap",
-                 "mounts", "name", "overlay", "overlay_upper", "pids_limit", "print_spec",
-                 "privileged", "read_only",
-                 "rootfs", "security_opt", "signal_target", "status_fd", "status_file",
+    __slots__ = ("bundle", "cap_add", "cap_drop", "capture_output", "chroot", "cleanup",
+                 "command", "cpu_shares", "cpus", "cpuset_cpus", "cpuset_mems", "devices",
+                 "env", "env_files", "help", "hostname", "interactive", "log_file",
+                 "log_format", "log_level", "log_max_files", "log_max_size", "memory",
+                 "memory_swap", "mounts", "name", "network", "overlay", "overlay_upper",
+                 "pids_limit", "print_spec", "privileged", "publish", "read_only", "rootfs",
+                 "security_opt", "signal_target", "status_fd", "status_file",
                  "stop_signal", "stop_timeout", "timeout", "tmpfs", "tty", "ulimits", "user",
                  "verbose", "version", "volumes", "workdir")
 
@@ -178,6 +184,9 @@ class CommandLine:
         self.bundle: str | None = None
         self.overlay = False
         self.overlay_upper: str | None = None
+        self.network: str | None = None
+        self.publish: list[str] = []
+        self.cleanup = False
         self.print_spec = False
         self.chroot = False
         self.stop_timeout: float = DEFAULT_STOP_TIMEOUT
@@ -236,9 +245,13 @@ def parse(argv: list[str]) -> CommandLine:
                 value, index = _next_value(argv, index, name)
                 _set(line, option, value)
             break
+    rest = argv[index:]
     if line.help or line.version:
         return line
-    rest = argv[index:]
+    if line.cleanup:
+        if rest or line.print_spec:
+            raise UsageError("--cleanup takes no ROOTFS or COMMAND: it runs no container")
+        return line
     if line.bundle is not None:
         described = [option.long for option in OPTIONS if option.dest in _CONTAINER_OPTIONS
                      and getattr(line, option.dest) != getattr(CommandLine(), option.dest)]
@@ -323,6 +336,10 @@ def _set(line: CommandLine, option: Option, value: str) -> None:
         if not (value.isascii() and value.isdigit()) or int(value) < 1:
             raise UsageError(f"--log-max-files needs a whole number of 1 or more, got {value!r}")
         line.log_max_files = int(value)
+    elif option.dest == "network":
+        if value not in ("none", "host", "bridge"):
+            raise UsageError(f"--network must be none, host or bridge, got {value!r}")
+        line.network = value
     elif option.dest == "log_format" and value not in LOG_FORMATS:
         raise UsageError(f"--log-format must be text or json, got {value!r}")
     elif option.dest == "log_level" and value not in LOG_LEVELS:

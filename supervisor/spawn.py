@@ -58,6 +58,7 @@ if TYPE_CHECKING:
     from pyctr.spec.model import Spec
 
     from .config import ContainerConfig
+    from .networking import ContainerNetwork
     from .overlay import OverlayLayer
 
 _SO_SNDBUFFORCE = 32
@@ -72,18 +73,22 @@ class InitProcess:
     ends of the output pipes (stream name to fd) when output is captured, and the write end
     of its stdin pipe when the caller gave stdin bytes."""
 
-    __slots__ = ("cgroup", "layer", "output", "pid", "pidfd", "relayed", "sock", "started",
-                 "stdin")
+    __slots__ = ("cgroup", "layer", "network", "output", "pid", "pidfd", "relayed", "sock",
+                 "started", "stdin")
 
     def __init__(self, pid: int, sock: socket.socket, output: dict[str, int],
                  stdin: int | None = None, relayed: frozenset[str] = frozenset(),
                  cgroup: ContainerCgroup | None = None,
-                 layer: OverlayLayer | None = None) -> None:
+                 layer: OverlayLayer | None = None,
+                 network: ContainerNetwork | None = None) -> None:
         self.pid = pid
         self.cgroup = cgroup
         """The container's cgroup, removed by ``close`` (the init must be reaped by then)."""
         self.layer = layer
         """The overlay's directories (``--overlay``), released by ``close``."""
+        self.network = network
+        """The published ports and the bridge attachment or host files, released by
+        ``close``."""
         self.sock = sock
         self.output = output
         self.stdin = stdin
@@ -148,8 +153,8 @@ class InitProcess:
 
     def close(self) -> None:
         """Release what is still open (the output readers close their own ends), remove the
-        cgroup and the overlay's throwaway layer. Raises PyctrError when either cannot be
-        removed (after trying both)."""
+        cgroup and the overlay's throwaway layer, and release the network. Raises PyctrError
+        when the cgroup or the layer cannot be removed (after trying everything)."""
         self.sock.close()
         os.close(self.pidfd)
         for fd in self.output.values():
@@ -158,14 +163,9 @@ class InitProcess:
         if self.stdin is not None:
             os.close(self.stdin)
             self.stdin = None
-        layer, self.layer = self.layer, None
-        try:
-            if self.cgroup is not None:
-                cgroup, self.cgroup = self.cgroup, None
-                cgroup.remove()
-        finally:
-            if layer is not None:
-                layer.close()
+        held = self.cgroup, self.layer, self.network
+        self.cgroup, self.layer, self.network = None, None, None
+        _release(*held)
 
 
 def spawn_init(config: ContainerConfig, rootfs: str, *, fork: bool,
@@ -234,6 +234,7 @@ def start_init(config: ContainerConfig, *, fork: bool, collect: tuple[str, ...] 
             relayed.add(stream)
     cgroup: ContainerCgroup | None = None
     layer: OverlayLayer | None = None
+    network: ContainerNetwork | None = None
     try:
         # Made before the init exists; ``join_cgroup`` moves it in, and the init waits for
         # that before it starts the workload, so nothing of the container runs outside it.
@@ -246,24 +247,42 @@ def start_init(config: ContainerConfig, *, fork: bool, collect: tuple[str, ...] 
             from .overlay import create_layer
 
             layer = create_layer(config.name, config.rootfs, config.overlay_upper)
+        if spec is not None and config.network.mode in ("host", "bridge"):
+            from .networking import open_network
+
+            # Before the init exists: the spec it gets (or inherits) names the namespace
+            # and the files made here.
+            network = open_network(config.network, spec, config.name, config.rootfs,
+                                   overlay=config.overlay)
         pid = _start_in_new_pid_namespace(ours, theirs, stdio, fork=fork, started=started,
                                           spec=spec)
     except BaseException:
         ours.close()
         for fd in [*readers.values(), *([] if feeder is None else [feeder])]:
             os.close(fd)
-        try:
-            if cgroup is not None:
-                cgroup.remove()
-        finally:
-            if layer is not None:
-                layer.close()
+        _release(cgroup, layer, network)
         raise
     finally:
         theirs.close()
         for fd in stdio.values():
             os.close(fd)
-    return InitProcess(pid, ours, readers, feeder, frozenset(relayed), cgroup, layer)
+    return InitProcess(pid, ours, readers, feeder, frozenset(relayed), cgroup, layer, network)
+
+
+def _release(cgroup: ContainerCgroup | None, layer: OverlayLayer | None,
+             network: ContainerNetwork | None) -> None:
+    """Remove the cgroup and the layer and release the network, each even when another
+    fails; the first failure is raised."""
+    try:
+        if cgroup is not None:
+            cgroup.remove()
+    finally:
+        try:
+            if layer is not None:
+                layer.close()
+        finally:
+            if network is not None:
+                network.close()
 
 
 def _output_pipe() -> tuple[int, int]:

@@ -135,13 +135,20 @@ class Container:
     """A running container, as ``await nursery.start(run, config)`` returns it (the way
     ``nursery.start(trio.run_process, ...)`` returns a process)."""
 
-    __slots__ = ("_state", "init_pid", "name")
+    __slots__ = ("_state", "init_pid", "ip_address", "name", "published")
 
     def __init__(self, state: _Supervision) -> None:
         self._state = state
         self.name = state.config.name
         self.init_pid = state.init.pid
         """The init's pid as the host sees it."""
+        network = state.init.network
+        self.ip_address = None if network is None else network.ip_address
+        """The container's address on the bridge (``network="bridge"``), else None."""
+        self.published = [] if network is None else [str(listener.port)
+                                                     for listener in network.listeners]
+        """The published ports as bound, ``127.0.0.1:8080->80/tcp`` (a host port asked as 0
+        shows the one the kernel chose)."""
 
     def send_signal(self, signum: int) -> bool:
         """Send ``signum`` into the container (the init relays it to the workload, as a
@@ -691,6 +698,12 @@ async def supervise(
                 init.stdin = None  # feed closes it
             if config.timeout is not None:
                 nursery.start_soon(state.enforce_timeout, config.timeout)
+            network = init.network
+            if network is not None and network.listeners and network.ip_address is not None:
+                from .ports import serve_published
+
+                nursery.start_soon(serve_published, network.listeners, network.ip_address,
+                                   state.log)
             task_status.started(Container(state))
             # The output readers end by themselves at end of file, once every process of the
             # container is gone; this nursery waits for them.
@@ -750,6 +763,8 @@ def _announce(state: _Supervision) -> None:
     state.log.info("container.created", init_pid=state.init.pid, rootfs=config.rootfs,
                    hostname=config.hostname, command=config.command,
                    capture_output=config.capture_output)
+    if state.init.network is not None:
+        state.log.info("network.attached", **state.init.network.describe())
     for field in config.spec.pending_fields() if config.spec is not None else ():
         state.log.warning("spec.field_not_applied", field=field,
                           message=f"{field} is accepted but not applied yet: the container "

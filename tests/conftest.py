@@ -26,6 +26,14 @@ CGROUP_PARENT = os.environ["PYCTR_CGROUP_PARENT"]
 # The same for the throwaway overlay layers (--overlay): a directory of the session's own.
 os.environ.setdefault("PYCTR_OVERLAY_DIR", f"/var/lib/pyctr/overlay-test-{os.getpid()}")
 OVERLAY_DIR = os.environ["PYCTR_OVERLAY_DIR"]
+# And for --network bridge: a bridge and subnet of the session's own, taken down at the end.
+os.environ.setdefault("PYCTR_BRIDGE", f"pyctrt{os.getpid()}"[:15])
+os.environ.setdefault("PYCTR_BRIDGE_SUBNET", f"10.224.{os.getpid() % 256}.0/24")
+BRIDGE = os.environ["PYCTR_BRIDGE"]
+IP_FORWARD = "/proc/sys/net/ipv4/ip_forward"
+# NAT turns forwarding on host-wide (as docker does); the session puts it back as it found it.
+with open(IP_FORWARD) as _file:
+    IP_FORWARD_BEFORE = _file.read()
 
 from helpers import (  # noqa: E402
     REPO,
@@ -97,6 +105,34 @@ def no_leaks(request: pytest.FixtureRequest,
 
     overlay.sweep_stale()  # as the next run would, after a supervisor a test killed
     assert not own_layers(), f"overlay layers left behind: {own_layers()}"
+    from pyctr.supervisor import network
+
+    network.sweep_stale()
+    # A killed container's veth goes with its namespace, which the kernel destroys a moment
+    # after its last process.
+    deadline = time.monotonic() + 5
+    while own_bridge_ports() and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert not own_bridge_ports(), f"veths left on {BRIDGE}: {own_bridge_ports()}"
+    assert not own_leases(), f"address leases left behind: {own_leases()}"
+
+
+def own_bridge_ports() -> list[str]:
+    """The interfaces attached to the tests' own bridge."""
+    try:
+        return sorted(os.listdir(f"/sys/class/net/{BRIDGE}/brif"))
+    except FileNotFoundError:
+        return []
+
+
+def own_leases() -> list[str]:
+    """The address leases on the tests' own bridge (files, held or not)."""
+    from pyctr.supervisor import network
+
+    try:
+        return sorted(os.listdir(os.path.join(network.STATE_DIR, BRIDGE, "leases")))
+    except FileNotFoundError:
+        return []
 
 
 def own_layers() -> list[str]:
@@ -140,12 +176,43 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
 
     close_template()
     shutil.rmtree(OVERLAY_DIR, ignore_errors=True)
+    from pyctr.supervisor import network
+
+    network.cleanup()  # the tests' bridge and its NAT table
+    shutil.rmtree(os.path.join(network.STATE_DIR, BRIDGE), ignore_errors=True)
+    if IP_FORWARD_BEFORE.strip() == "0" and not held_leases_anywhere():
+        with open(IP_FORWARD, "w") as file:
+            file.write(IP_FORWARD_BEFORE)
     for directory in [os.path.join(point, CGROUP_PARENT) for point in hierarchy_points()] + [
             os.path.join(CLAIMS, CGROUP_PARENT)]:
         try:
             os.rmdir(directory)
         except OSError:
             pass
+
+
+def held_leases_anywhere() -> list[str]:
+    """Leases of any bridge that a live supervisor holds (its container needs forwarding)."""
+    import fcntl
+
+    from pyctr.supervisor import network
+
+    held = []
+    for directory in Path(network.STATE_DIR).glob("*/leases"):
+        for lease in directory.iterdir():
+            if lease.name.endswith(".d"):
+                continue
+            try:
+                fd = os.open(lease, os.O_RDONLY | os.O_CLOEXEC)
+            except OSError:
+                continue
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                held.append(str(lease))
+            finally:
+                os.close(fd)
+    return held
 
 
 @pytest.fixture
