@@ -279,6 +279,9 @@ def _spec_document(config: ContainerConfig) -> str:
     import json
 
     spec = config.build_spec(make_volumes=False)
+    # --network host is the spec's (no network namespace); a bridge and published ports are
+    # the supervisor's, for --network bridge with --bundle to bring.
+    config.network.apply(spec)
     spec.root_path = os.path.abspath(spec.root_path)
     return json.dumps(spec.to_value(), indent=2)
 
