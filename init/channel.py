@@ -28,8 +28,18 @@ class Channel:
         self.sock = sock
         self.min_level = 0
         """Index in LOG_LEVELS of the least severe event worth sending (from the config)."""
+        self.detached = False
+        """Nobody listens any more (``detach``): whatever init would send is dropped."""
+
+    def detach(self) -> None:
+        """Close our end: a detached init (the OCI runtime's, whose ``create`` has exited)
+        runs on with nobody to tell."""
+        self.detached = True
+        self.sock.close()
 
     def send(self, message: Message) -> None:
+        if self.detached:
+            return
         # SOCK_SEQPACKET: one send is one message, delivered whole or not at all.
         self.sock.send(encode(message))
 
@@ -37,6 +47,8 @@ class Channel:
         """Send ``message`` with credentials naming process ``pid`` (ours to name: root may,
         and the receiver's kernel translates it into the receiver's PID namespace). Without
         that privilege it goes with our own credentials, which the supervisor recognises."""
+        if self.detached:
+            return
         credentials = struct.pack("iII", pid, os.getuid(), os.getgid())
         try:
             self.sock.sendmsg([encode(message)],
@@ -67,6 +79,8 @@ class Channel:
         return any(events & (select.POLLHUP | select.POLLERR) for _, events in poller.poll(0))
 
     def log(self, level: str, event: str, **fields: Value) -> None:
+        if self.detached:
+            return
         if level not in LOG_LEVELS or LOG_LEVELS.index(level) >= self.min_level:
             self.send(Log(utc_timestamp(), level, event, fields))
 

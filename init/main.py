@@ -16,9 +16,11 @@ from __future__ import annotations
 import errno as errno_codes
 import gc
 import os
+import select
+import sys as interpreter
 import time
 
-from pyctr.linux import signal
+from pyctr.linux import libc, signal
 from pyctr.linux.syscalls import (
     CLONE_NEWCGROUP,
     CLONE_NEWIPC,
@@ -38,6 +40,7 @@ from pyctr.protocol import (
     PROTOCOL_VERSION,
     CgroupJoined,
     Config,
+    Created,
     Hello,
     ProtocolError,
     Ready,
@@ -129,6 +132,18 @@ def _run(channel: Channel, started: int, inherited: Spec | None) -> int:
         channel.send(config)
         return config.exit_code
     channel.show_from(config.log_level)
+    if config.detached:
+        set_parent_death_signal(0)  # the OCI runtime's create exits; the container stays
+    start_fifo = -1
+    if config.start_fifo:
+        try:  # now: it is a host path, out of reach once the root has changed
+            start_fifo = os.open(config.start_fifo, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+        except OSError as exc:
+            failure = SetupFailed(EXIT_SETUP_FAILED, "setup.failed",
+                                  f"cannot open the start FIFO {config.start_fifo}: "
+                                  f"{exc.strerror}")
+            channel.send(failure)
+            return failure.exit_code
     sys = LinuxSyscalls()
     try:
         spec = inherited if inherited is not None else Spec.from_value(config.spec)
@@ -158,6 +173,13 @@ def _run(channel: Channel, started: int, inherited: Spec | None) -> int:
             os.close(master)  # the supervisor holds it now
         if config.cgroups:
             _wait_for_cgroup(channel, new_namespace=_cgroup_namespace_waits(config, spec))
+        if start_fifo != -1:
+            channel.send(Created())
+            if config.detached:
+                channel.detach()
+            ended_by = wait_for_start(start_fifo)
+            if ended_by:
+                return 128 + ended_by
         channel.log("debug", "workload.exec", path=path, argv=list(argv))
         seccomp = (bytes.fromhex(config.seccomp), config.seccomp_flags) if config.seccomp \
             else None
@@ -189,6 +211,29 @@ def _run(channel: Channel, started: int, inherited: Spec | None) -> int:
         return 128 + os.WTERMSIG(status)
     channel.send(WorkloadExited(os.WEXITSTATUS(status), None, wall_time_us, remaining, killed))
     return os.WEXITSTATUS(status)
+
+
+def wait_for_start(fifo: int) -> int:
+    """Wait until the OCI runtime's ``start`` writes to ``fifo``: 0. A signal that arrives
+    first ends the container as it would have ended the command (``kill`` of a created
+    container): its number. SIGCHLD is nobody's here: no child exists yet."""
+    waited = tuple(WAITED_SIGNALS - {signal.SIGCHLD})
+    signals = libc.signalfd(-1, libc.sigset(waited), os.O_CLOEXEC)
+    if signals < 0:
+        raise workload.WorkloadError(EXIT_SETUP_FAILED, "setup.failed",
+                                     f"signalfd: {os.strerror(libc.errno())}")
+    try:
+        poller = select.poll()
+        poller.register(fifo, select.POLLIN)
+        poller.register(signals, select.POLLIN)
+        while True:
+            for fd, _ in poller.poll():
+                if fd == signals:
+                    return int.from_bytes(os.read(signals, 128)[:4], interpreter.byteorder)
+                return 0  # a byte, or start's end closed: either way start has come
+    finally:
+        os.close(signals)
+        os.close(fifo)
 
 
 def _cgroup_namespace_waits(config: Config, spec: Spec) -> bool:

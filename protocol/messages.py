@@ -8,6 +8,9 @@ The conversation, in order:
     init -> supervisor   Log(...)*                 init's log events, at any point
     init -> supervisor   Ready(...)                namespaces and root filesystem are set up
     init -> supervisor   Terminal()                with -t: the pty's master, as SCM_RIGHTS
+    init -> supervisor   Created()                 with Config.start_fifo only: everything is
+                                                   set up, init waits for the FIFO; a detached
+                                                   init sends nothing more
     init -> supervisor   WorkloadStarted(pid)      the exec succeeded (pid inside); the
                                                    socket credentials name the workload, so
                                                    the supervisor learns its host pid
@@ -38,7 +41,7 @@ if TYPE_CHECKING:
 
     from .codec import Value
 
-PROTOCOL_VERSION = 7
+PROTOCOL_VERSION = 8
 EXIT_SETUP_FAILED = 125
 """pyctr could not run the container (the CLI's status, as docker's)."""
 EXIT_CANNOT_EXECUTE = 126
@@ -191,11 +194,15 @@ class Config(Message):
     processes still running when the workload's main process has exited: the signal, then
     SIGKILL after that many milliseconds. ``overlay_upper``, ``overlay_work``: host
     directories (made by the supervisor) for an overlayfs root whose read-only lower layer
-    is ``rootfs``; both empty for the rootfs itself as the root."""
+    is ``rootfs``; both empty for the rootfs itself as the root. ``start_fifo``: a FIFO on
+    the host (the OCI runtime's ``create``/``start``): once set up, init sends Created and
+    waits until a byte arrives on it before it starts the workload. ``detached``: no
+    supervisor stays (the OCI runtime's ``create`` exits): no parent-death signal, and init
+    sends nothing after Created."""
 
-    __slots__ = ("cgroups", "chroot", "container", "log_level", "nodev", "overlay_upper",
-                 "overlay_work", "rootfs", "seccomp", "seccomp_flags", "signal_group", "spec",
-                 "stop_signal", "stop_timeout_ms")
+    __slots__ = ("cgroups", "chroot", "container", "detached", "log_level", "nodev",
+                 "overlay_upper", "overlay_work", "rootfs", "seccomp", "seccomp_flags",
+                 "signal_group", "spec", "start_fifo", "stop_signal", "stop_timeout_ms")
     TYPE = "config"
     FIELDS = (
         ("container", "str"),
@@ -212,6 +219,8 @@ class Config(Message):
         ("stop_timeout_ms", "int"),
         ("overlay_upper", "str"),
         ("overlay_work", "str"),
+        ("start_fifo", "str"),
+        ("detached", "bool"),
     )
 
     def __init__(self, container: str, rootfs: str, spec: dict[str, Value], *,
@@ -219,7 +228,8 @@ class Config(Message):
                  log_level: str = "debug", seccomp: str = "", seccomp_flags: int = 0,
                  nodev: bool = False, cgroups: list[str] | None = None,
                  stop_signal: int = 15, stop_timeout_ms: int = 10_000,
-                 overlay_upper: str = "", overlay_work: str = "") -> None:
+                 overlay_upper: str = "", overlay_work: str = "", start_fifo: str = "",
+                 detached: bool = False) -> None:
         self.container = container
         self.rootfs = rootfs
         self.spec = spec
@@ -234,6 +244,8 @@ class Config(Message):
         self.stop_timeout_ms = stop_timeout_ms
         self.overlay_upper = overlay_upper
         self.overlay_work = overlay_work
+        self.start_fifo = start_fifo
+        self.detached = detached
 
     def check(self) -> None:
         if not 1 <= self.stop_signal <= MAX_SIGNAL:
@@ -243,6 +255,8 @@ class Config(Message):
             raise MalformedMessage("config.stop_timeout_ms is negative")
         if bool(self.overlay_upper) != bool(self.overlay_work):
             raise MalformedMessage("config.overlay_upper and overlay_work go together")
+        if self.detached and not self.start_fifo:
+            raise MalformedMessage("config.detached needs config.start_fifo")
 
 
 class Log(Message):
@@ -290,6 +304,15 @@ class CgroupJoined(Message):
 
     __slots__ = ()
     TYPE = "cgroup_joined"
+    FIELDS = ()
+
+
+class Created(Message):
+    """With ``Config.start_fifo``: the container is built, the command found and runnable,
+    the init in its cgroups; init now waits for the FIFO (the OCI runtime's ``start``)."""
+
+    __slots__ = ()
+    TYPE = "created"
     FIELDS = ()
 
 
@@ -384,7 +407,7 @@ class SetupFailed(Message):
 
 MESSAGE_TYPES: dict[str, type[Message]] = {
     cls.TYPE: cls
-    for cls in (Hello, Config, CgroupJoined, Log, Ready, Terminal, WorkloadStarted,
+    for cls in (Hello, Config, CgroupJoined, Log, Ready, Created, Terminal, WorkloadStarted,
                 WorkloadExited, SetupFailed)
 }
 

@@ -512,6 +512,25 @@ class ContainerCgroup:
                 self._freeze(False)
         return len(found)
 
+    def freeze(self) -> bool:
+        """Stop every process in the cgroup (``pause``); whether it could."""
+        return self._freeze(True)
+
+    def thaw(self) -> bool:
+        """Let them run again (``resume``); whether it could."""
+        if self.layout.kind != "v2" and "freezer" not in self.directories:
+            return False
+        self._freeze(False)
+        return True
+
+    def disown(self) -> None:
+        """Let go of the claim without removing the cgroup: it outlives this process (the
+        OCI runtime's ``create``), and what removes it is ``delete``, which knows it from the
+        container's state, not a sweep."""
+        if self.claim is not None:
+            claim, self.claim = self.claim, None
+            self.files.release(self.name, claim)
+
     def _freeze(self, frozen: bool) -> bool:
         """Freeze (or thaw) the cgroup; whether it is frozen now."""
         if self.layout.kind == "v2":

@@ -301,10 +301,12 @@ class ContainerConfig:
     def to_message(self, rootfs: str, rows: int = 0, columns: int = 0,
                    log_level: str = "debug", *, inherited: bool = False,
                    nodev: bool = False, cgroups: list[str] | None = None,
-                   overlay: tuple[str, str] = ("", "")) -> Config:
+                   overlay: tuple[str, str] = ("", ""), start_fifo: str = "",
+                   detached: bool = False) -> Config:
         """The init's config message; ``inherited``: the init is a fork that has the spec
         already, so the message leaves it out (an empty object); ``nodev``, ``cgroups``,
-        ``overlay`` (its upper and work directories): see Config."""
+        ``overlay`` (its upper and work directories), ``start_fifo``, ``detached``: see
+        Config."""
         from pyctr.protocol import Config
 
         assert self.spec is not None, "check() builds the spec"
@@ -327,7 +329,8 @@ class ContainerConfig:
                       seccomp=program.hex(), seccomp_flags=flags, nodev=nodev,
                       cgroups=list(cgroups or []), stop_signal=self.first_stop_signal,
                       stop_timeout_ms=round(self.stop_timeout * 1000),
-                      overlay_upper=overlay[0], overlay_work=overlay[1])
+                      overlay_upper=overlay[0], overlay_work=overlay[1],
+                      start_fifo=start_fifo, detached=detached)
 
 
 def _compile_seccomp(value: Value) -> tuple[bytes, int]:

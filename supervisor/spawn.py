@@ -100,17 +100,20 @@ class InitProcess:
 
     def send_config(self, config: ContainerConfig, rootfs: str, *,
                     window: tuple[int, int] = (0, 0), log_level: str = "debug",
-                    inherited: bool = False) -> None:
+                    inherited: bool = False, start_fifo: str = "",
+                    detached: bool = False) -> None:
         """Send the init what to build (``rootfs`` as ``config.check()`` returned it):
         ``window`` is the (rows, columns) a terminal starts with; ``log_level``, the least
         severe init event that will be shown (init sends no others). ``inherited``: the init
-        is a fork that has the spec already (``start_init``), so the message leaves it out."""
+        is a fork that has the spec already (``start_init``), so the message leaves it out.
+        ``start_fifo``, ``detached``: the OCI runtime's (see Config)."""
         try:
             nodev = self.cgroup is None or not self.cgroup.devices_enforced
             cgroups = [] if self.cgroup is None else list(self.cgroup.paths)
             overlay = ("", "") if self.layer is None else (self.layer.upper, self.layer.work)
             data = encode(config.to_message(rootfs, *window, log_level, inherited=inherited,
-                                            nodev=nodev, cgroups=cgroups, overlay=overlay))
+                                            nodev=nodev, cgroups=cgroups, overlay=overlay,
+                                            start_fifo=start_fifo, detached=detached))
         except ProtocolError as exc:
             raise PyctrError(f"the container's description is too large to send to init: "
                              f"{exc}", error="config.too_large") from None
@@ -267,6 +270,39 @@ def start_init(config: ContainerConfig, *, fork: bool, collect: tuple[str, ...] 
         for fd in stdio.values():
             os.close(fd)
     return InitProcess(pid, ours, readers, feeder, frozenset(relayed), cgroup, layer, network)
+
+
+def start_detached_init(config: ContainerConfig) -> InitProcess:
+    """The OCI runtime's init (``pyctr create``): a fork of this process, as the CLI's, in
+    the container's cgroup-to-be, with this process's standard streams passed straight
+    through (the caller's monitor, conmon or a shim, owns them) except a terminal, which is
+    replaced by /dev/null: nobody stays to relay it, and a workload must not hold the
+    host's terminal. Send it its config with ``send_config(..., start_fifo=...,
+    detached=True)``."""
+    ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET | socket.SOCK_CLOEXEC)
+    ours.setsockopt(socket.SOL_SOCKET, socket.SO_PASSCRED, 1)
+    ours.send(encode(Hello()))
+    stdio = {target: os.open(os.devnull, os.O_RDWR | os.O_CLOEXEC)
+             for target in (0, 1, 2) if os.isatty(target)}
+    cgroup: ContainerCgroup | None = None
+    try:
+        spec = config.spec
+        cgroup = ContainerCgroup.create(
+            config.name, config.device_rules,
+            resources=None if spec is None else spec.linux.resources,
+            cgroups_path=None if spec is None else spec.linux.cgroups_path)
+        pid = _start_in_new_pid_namespace(ours, theirs, stdio, fork=True, started=-1,
+                                          spec=spec)
+    except BaseException:
+        ours.close()
+        if cgroup is not None:
+            cgroup.remove()
+        raise
+    finally:
+        theirs.close()
+        for fd in stdio.values():
+            os.close(fd)
+    return InitProcess(pid, ours, {}, cgroup=cgroup)
 
 
 def _release(cgroup: ContainerCgroup | None, layer: OverlayLayer | None,
