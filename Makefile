@@ -46,15 +46,17 @@ install:
 	$(SYSTEM_VENV)/bin/python -m pip uninstall -q -y setuptools
 	@# pip's console script goes through the site module; ours does not (see the template).
 	site=$$($(SYSTEM_VENV)/bin/python -c 'import sysconfig; print(sysconfig.get_path("purelib"))') && \
-	  sed -e 's|@PYTHON@|$(SYSTEM_VENV)/bin/python|' -e "s|@SITE_PACKAGES@|$$site|" \
-	    packaging/pyctr-supervise.in > $(SYSTEM_VENV)/bin/pyctr-supervise.new && \
-	  chmod 755 $(SYSTEM_VENV)/bin/pyctr-supervise.new && \
-	  mv $(SYSTEM_VENV)/bin/pyctr-supervise.new $(SYSTEM_VENV)/bin/pyctr-supervise
-	ln -sf $(SYSTEM_VENV)/bin/pyctr-supervise $(PREFIX)/bin/pyctr-supervise
-	@echo "installed: $(PREFIX)/bin/pyctr-supervise"
+	  for tool in pyctr-supervise pyctr; do \
+	    sed -e 's|@PYTHON@|$(SYSTEM_VENV)/bin/python|' -e "s|@SITE_PACKAGES@|$$site|" \
+	      packaging/$$tool.in > $(SYSTEM_VENV)/bin/$$tool.new && \
+	    chmod 755 $(SYSTEM_VENV)/bin/$$tool.new && \
+	    mv $(SYSTEM_VENV)/bin/$$tool.new $(SYSTEM_VENV)/bin/$$tool && \
+	    ln -sf $(SYSTEM_VENV)/bin/$$tool $(PREFIX)/bin/$$tool || exit 1; \
+	  done
+	@echo "installed: $(PREFIX)/bin/pyctr-supervise $(PREFIX)/bin/pyctr"
 
 uninstall:
-	rm -f $(PREFIX)/bin/pyctr-supervise
+	rm -f $(PREFIX)/bin/pyctr-supervise $(PREFIX)/bin/pyctr
 	rm -rf $(SYSTEM_VENV)
 
 $(ROOTFS)/bin/sh:
@@ -74,11 +76,11 @@ test: venv rootfs
 BENCHES := $(filter-out %.md,$(wildcard bench/*))
 
 lint: venv
-	$(VENV)/bin/ruff check supervisor init protocol linux spec tests $(BENCHES)
+	$(VENV)/bin/ruff check supervisor init protocol linux spec oci tests $(BENCHES) tools/oci-validation
 	mkdir -p build/typecheck/pyctr
-	for p in supervisor init protocol linux spec; do ln -sfn ../../../$$p build/typecheck/pyctr/$$p; done
-	MYPYPATH=build/typecheck $(VENV)/bin/mypy -p pyctr.protocol -p pyctr.linux -p pyctr.spec -p pyctr.init -p pyctr.supervisor
-	$(VENV)/bin/mypy --strict --scripts-are-modules $(BENCHES)
+	for p in supervisor init protocol linux spec oci; do ln -sfn ../../../$$p build/typecheck/pyctr/$$p; done
+	MYPYPATH=build/typecheck $(VENV)/bin/mypy -p pyctr.protocol -p pyctr.linux -p pyctr.spec -p pyctr.init -p pyctr.supervisor -p pyctr.oci
+	$(VENV)/bin/mypy --strict --scripts-are-modules $(BENCHES) tools/oci-validation
 
 # The benchmarks measure what users run: the regular install (an editable .venv adds an
 # import hook to every start, and its interpreter may be another, bigger build).

@@ -1,0 +1,211 @@
+"""``pyctr exec``: another process in a running container, as runc's ``exec`` starts one.
+
+This process joins the container: its cgroups (so the process is counted, limited and
+frozen with the rest), then its namespaces, the mount namespace last (which also makes the
+container's root ours) and the PID namespace for the child. The child becomes what the
+process description says exactly as the init's workload does, through the same code
+(``pyctr.init.workload``: rlimits, groups and ids, capabilities, no_new_privs, the seccomp
+filter compiled from the container's config, then exec), so an exec'd process is held to
+the same rules as the container's own. Everything is imported before the mount namespace
+changes: the container's root has no Python of ours.
+
+The process is described by ``--process FILE`` (a runtime-spec ``process`` object, what
+podman passes) or by the command line's arguments on top of the container's own process
+(``--env``, ``--cwd``, ``--user``, ``--tty``, ``--cap``, ``--no-new-privs``). Without
+``--detach``, the exit status is the process's (``128+N`` when signal N ended it), and the
+usual signals are relayed to it; with it, ``--pid-file`` gets its host pid and the process
+is left to whoever reaps our orphans.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import select
+import signal
+
+from pyctr.linux.syscalls import (
+    CLONE_NEWCGROUP,
+    CLONE_NEWIPC,
+    CLONE_NEWNET,
+    CLONE_NEWNS,
+    CLONE_NEWPID,
+    CLONE_NEWUTS,
+    setns,
+)
+from pyctr.supervisor.errors import PyctrError
+from pyctr.supervisor.signalfd import open_signalfd, read_signals
+
+from .runtime import send_console, write_pid_file
+from .state import ContainerState, RuntimeError_
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    import argparse
+
+    from pyctr.supervisor.config import ContainerConfig
+
+# Joined in this order: the mount namespace last, since it changes our root.
+NAMESPACES = (("ipc", CLONE_NEWIPC), ("uts", CLONE_NEWUTS), ("net", CLONE_NEWNET),
+              ("cgroup", CLONE_NEWCGROUP), ("pid", CLONE_NEWPID), ("mnt", CLONE_NEWNS))
+FORWARDED = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT, signal.SIGUSR1,
+             signal.SIGUSR2, signal.SIGWINCH)
+
+
+def execute(root: str, options: argparse.Namespace) -> int:
+    state = ContainerState(root, options.id).load()
+    status = state.status()
+    if status != "running":
+        raise RuntimeError_(f"cannot exec in a container that is {status}",
+                            error="container.not_running")
+    if options.preserve_fds:
+        raise RuntimeError_("--preserve-fds is not supported yet", error="usage.invalid")
+    config = _describe(state, options)
+    assert config.spec is not None
+    process = config.spec.process
+    if process.terminal and options.console_socket is None:
+        raise RuntimeError_("cannot allocate a terminal without --console-socket",
+                            error="usage.invalid")
+    from pyctr.init import main as _init  # noqa: F401 - imported before the root changes
+    from pyctr.init import workload
+
+    # Opened now: once we are in the container's mount namespace, paths are the container's.
+    pid_directory = -1
+    if options.pid_file:
+        pid_directory = os.open(os.path.dirname(os.path.abspath(options.pid_file)),
+                                os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+    namespaces = _open_namespaces(state.pid)
+    try:
+        _join_cgroups(state)
+        for fd, flag in namespaces:
+            setns(fd, flag)
+    except (OSError, PyctrError) as exc:
+        raise RuntimeError_(f"cannot join container {state.id}: {exc}") from None
+    finally:
+        for fd, _ in namespaces:
+            os.close(fd)
+    env = process.environment()
+    if not options.detach:  # before the fork: none is lost
+        signal.pthread_sigmask(signal.SIG_BLOCK, FORWARDED)
+    workload.reset_ignored_signals()
+    terminal = None
+    try:
+        workload.enter_workdir(process.cwd)
+        path = workload.resolve(process.args[0], env, state.rootfs)
+        workload.check_runnable(path, env, state.rootfs)
+        if process.terminal:
+            height, width = process.console_size or (0, 0)
+            master, terminal = workload.open_terminal(height, width)
+            try:
+                send_console(options.console_socket, master)
+            finally:
+                os.close(master)
+        pid = workload.start(path, process.args, env, process, terminal, config.seccomp_filter)
+    except workload.WorkloadError as exc:
+        raise RuntimeError_(exc.message, exc.error) from None
+    finally:
+        if terminal is not None:
+            os.close(terminal)
+    if pid_directory != -1:
+        write_pid_file(os.path.basename(options.pid_file), pid, directory=pid_directory)
+        os.close(pid_directory)
+    if options.detach:
+        return 0
+    return _wait(pid)
+
+
+def _describe(state: ContainerState, options: argparse.Namespace) -> ContainerConfig:
+    """The container's config with the process to run in place of its own, checked (its
+    seccomp filter compiled): a ``ContainerConfig``."""
+    from pyctr.supervisor.config import ContainerConfig
+
+    try:
+        with open(os.path.join(state.bundle, "config.json")) as file:
+            document = json.load(file)
+    except (OSError, ValueError) as exc:
+        raise RuntimeError_(f"cannot read the container's config.json in {state.bundle}: "
+                            f"{exc}") from None
+    if options.process:
+        try:
+            with open(options.process) as file:
+                document["process"] = json.load(file)
+        except (OSError, ValueError) as exc:
+            raise RuntimeError_(f"cannot read --process {options.process}: {exc}") from None
+    else:
+        args = [arg for arg in options.args if arg != "--"] if options.args[:1] == ["--"] \
+            else list(options.args)
+        if not args:
+            raise RuntimeError_("exec needs a command, or --process FILE",
+                                error="usage.invalid")
+        process = dict(document.get("process") or {})
+        process["args"] = args
+        process["terminal"] = bool(options.tty)
+        process.pop("consoleSize", None)
+        if options.cwd:
+            process["cwd"] = options.cwd
+        if options.env:
+            process["env"] = [*(process.get("env") or []), *options.env]
+        if options.user:
+            uid, _, gid = options.user.partition(":")
+            process["user"] = {"uid": int(uid), "gid": int(gid or 0),
+                               "additionalGids": [int(g) for g in options.additional_gids]}
+        if options.no_new_privs:
+            process["noNewPrivileges"] = True
+        if options.cap:
+            capabilities = dict(process.get("capabilities") or {})
+            for kind in ("bounding", "effective", "permitted"):
+                capabilities[kind] = sorted({*capabilities.get(kind, []), *options.cap})
+            process["capabilities"] = capabilities
+        document["process"] = process
+    try:
+        config = ContainerConfig.from_spec(document, bundle=state.bundle, name=state.id)
+        config.check()
+    except PyctrError as exc:
+        raise RuntimeError_(exc.message, exc.error) from None
+    return config
+
+
+def _open_namespaces(pid: int) -> list[tuple[int, int]]:
+    """The init's namespaces that differ from ours, opened (the init's pid was checked)."""
+    opened = []
+    try:
+        for name, flag in NAMESPACES:
+            theirs = f"/proc/{pid}/ns/{name}"
+            if os.stat(theirs).st_ino == os.stat(f"/proc/self/ns/{name}").st_ino:
+                continue
+            opened.append((os.open(theirs, os.O_RDONLY | os.O_CLOEXEC), flag))
+    except OSError as exc:
+        for fd, _ in opened:
+            os.close(fd)
+        raise RuntimeError_(f"cannot open the container's namespaces: {exc.strerror}") from None
+    return opened
+
+
+def _join_cgroups(state: ContainerState) -> None:
+    paths = state.cgroup.get("paths")
+    for path in paths if isinstance(paths, list) else []:
+        fd = os.open(os.path.join(str(path), "cgroup.procs"), os.O_WRONLY | os.O_CLOEXEC)
+        try:
+            os.write(fd, str(os.getpid()).encode())
+        finally:
+            os.close(fd)
+
+
+def _wait(pid: int) -> int:
+    """Relay the usual signals to ``pid`` until it ends; its exit status."""
+    signals = open_signalfd(FORWARDED)
+    pidfd = os.pidfd_open(pid)
+    try:
+        while pidfd not in select.select([pidfd, signals], [], [])[0]:
+            for info in read_signals(signals):
+                try:
+                    signal.pidfd_send_signal(pidfd, info.signum)
+                except ProcessLookupError:
+                    pass
+        _, status = os.waitpid(pid, 0)
+    finally:
+        os.close(pidfd)
+        os.close(signals)
+    return os.waitstatus_to_exitcode(status) if os.WIFEXITED(status) else \
+        128 + os.WTERMSIG(status)
+
