@@ -77,15 +77,18 @@ NAMESPACES = (
 )
 RELAYED_SIGNALS = frozenset(range(1, 32)) - {signal.SIGKILL, signal.SIGSTOP, signal.SIGCHLD}
 WAITED_SIGNALS = RELAYED_SIGNALS | {signal.SIGCHLD}
-def run(sock: socket.socket, started: int = -1, spec: Spec | None = None) -> NoReturn:
+def run(sock: socket.socket, started: int = -1, spec: Spec | None = None,
+        keep_fds: int = 0) -> NoReturn:
     """Be the container's init on ``sock``; never returns (the process exits). ``started``,
     when given, is a descriptor init closes once the workload has been started (or could not
     be): the CLI waits for that before it starts its own heavy imports. ``spec``: the checked
     spec, when the init is a fork of the supervisor that built it; the config message then
-    leaves it out (decoding and checking it again cost ~0.3 ms of a fresh process's start)."""
+    leaves it out (decoding and checking it again cost ~0.3 ms of a fresh process's start).
+    ``keep_fds``: descriptors 3 to 3+keep_fds-1 are the workload's (the OCI runtime's
+    ``--preserve-fds``): kept open and inherited across its exec."""
     code = EXIT_SETUP_FAILED
     try:
-        code = _run(Channel(sock), started, spec)
+        code = _run(Channel(sock), started, spec, keep_fds)
     except BaseException as exc:
         try:
             Channel(sock).send(SetupFailed(EXIT_SETUP_FAILED, "init.crashed",
@@ -96,7 +99,7 @@ def run(sock: socket.socket, started: int = -1, spec: Spec | None = None) -> NoR
         os._exit(code)
 
 
-def _run(channel: Channel, started: int, inherited: Spec | None) -> int:
+def _run(channel: Channel, started: int, inherited: Spec | None, keep_fds: int = 0) -> int:
     # Before anything a workload could see: no ptrace, no /proc/1/{mem,environ,fd,exe,...}
     # for a process without CAP_SYS_PTRACE, and no host paths or environment to read.
     set_not_dumpable()
@@ -114,8 +117,9 @@ def _run(channel: Channel, started: int, inherited: Spec | None) -> int:
     # Inherited SIG_IGN for SIGCHLD would make the kernel reap our children for us, and the
     # workload's exit status would be lost.
     signal.signal(signal.SIGCHLD, signal.SIG_DFL)
-    low = 3
-    for keep in sorted({channel.sock.fileno(), started} - {-1}):
+    preserved = range(3, 3 + keep_fds)
+    low = 3 + keep_fds
+    for keep in sorted({channel.sock.fileno(), started} - {-1} - set(preserved)):
         os.closerange(low, keep)
         low = keep + 1
     os.closerange(low, 1 << 20)
@@ -183,6 +187,11 @@ def _run(channel: Channel, started: int, inherited: Spec | None) -> int:
         channel.log("debug", "workload.exec", path=path, argv=list(argv))
         seccomp = (bytes.fromhex(config.seccomp), config.seccomp_flags) if config.seccomp \
             else None
+        for fd in preserved:
+            try:
+                os.set_inheritable(fd, True)
+            except OSError:
+                pass  # not open: nothing to pass on
         began = time.monotonic()
         pid = workload.start(path, argv, env, process, terminal, seccomp)
     except workload.WorkloadError as exc:

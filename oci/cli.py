@@ -190,16 +190,19 @@ def _dispatch(options: argparse.Namespace, log: _Log) -> int:
 
     root = options.root
     command = options.command
-    if command in ("create", "run") and options.preserve_fds:
-        raise RuntimeError_("--preserve-fds is not supported yet", error="usage.invalid")
+    if command in ("create", "run", "exec") and not 0 <= options.preserve_fds < 1 << 16:
+        raise RuntimeError_(f"--preserve-fds must be a count of descriptors, got "
+                            f"{options.preserve_fds}", error="usage.invalid")
     if command == "create":
         runtime.create(root, options.id, options.bundle, pid_file=options.pid_file,
                        console_socket=options.console_socket, no_pivot=options.no_pivot,
+                       preserve_fds=options.preserve_fds,
                        debug=log.debug if options.debug else None)
     elif command == "run":
         return runtime.run(root, options.id, options.bundle, pid_file=options.pid_file,
                            console_socket=options.console_socket, no_pivot=options.no_pivot,
-                           detach=options.detach, debug=log.debug if options.debug else None)
+                           detach=options.detach, preserve_fds=options.preserve_fds,
+                           debug=log.debug if options.debug else None)
     elif command == "start":
         runtime.start(root, options.id)
     elif command == "state":

@@ -58,8 +58,13 @@ def execute(root: str, options: argparse.Namespace) -> int:
     if status != "running":
         raise RuntimeError_(f"cannot exec in a container that is {status}",
                             error="container.not_running")
-    if options.preserve_fds:
-        raise RuntimeError_("--preserve-fds is not supported yet", error="usage.invalid")
+    # What the caller left open beyond the preserved descriptors is not the container's.
+    os.closerange(3 + options.preserve_fds, 1 << 20)
+    for fd in range(3, 3 + options.preserve_fds):
+        try:
+            os.set_inheritable(fd, True)
+        except OSError:
+            pass
     config = _describe(state, options)
     assert config.spec is not None
     process = config.spec.process

@@ -54,9 +54,10 @@ KILL_WAIT = 10.0
 
 
 def create(root: str, container_id: str, bundle: str, *, pid_file: str | None = None,
-           console_socket: str | None = None, no_pivot: bool = False,
+           console_socket: str | None = None, no_pivot: bool = False, preserve_fds: int = 0,
            debug: Callable[[str], None] | None = None) -> int:
-    """Set the container up and leave its init waiting for ``start``; its host pid."""
+    """Set the container up and leave its init waiting for ``start``; its host pid.
+    ``preserve_fds``: our descriptors 3 to 3+N-1 are the container process's too."""
     from pyctr.supervisor.spawn import start_detached_init
 
     state = ContainerState(root, container_id)
@@ -77,7 +78,7 @@ def create(root: str, container_id: str, bundle: str, *, pid_file: str | None = 
     init: InitProcess | None = None
     try:
         try:
-            init = start_detached_init(config)
+            init = start_detached_init(config, keep_fds=preserve_fds)
             init.send_config(config, rootfs, log_level="debug" if debug else "warning",
                              inherited=True, start_fifo=state.fifo, detached=True)
             init.join_cgroup()
@@ -351,7 +352,7 @@ def processes(root: str, container_id: str) -> list[int]:
 
 def run(root: str, container_id: str, bundle: str, *, pid_file: str | None = None,
         console_socket: str | None = None, no_pivot: bool = False, detach: bool = False,
-        debug: Callable[[str], None] | None = None) -> int:
+        preserve_fds: int = 0, debug: Callable[[str], None] | None = None) -> int:
     """``create`` and ``start``; without ``detach``, wait for the container's end (relaying
     the usual signals to it), delete it and return its exit status."""
     forwarded = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT, signal.SIGUSR1,
@@ -359,7 +360,7 @@ def run(root: str, container_id: str, bundle: str, *, pid_file: str | None = Non
     if not detach:  # blocked from before the fork: none is lost, the init unblocks its own
         signal.pthread_sigmask(signal.SIG_BLOCK, forwarded)
     pid = create(root, container_id, bundle, pid_file=pid_file, console_socket=console_socket,
-                 no_pivot=no_pivot, debug=debug)
+                 no_pivot=no_pivot, preserve_fds=preserve_fds, debug=debug)
     try:
         start(root, container_id)
     except BaseException:

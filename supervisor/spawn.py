@@ -272,13 +272,14 @@ def start_init(config: ContainerConfig, *, fork: bool, collect: tuple[str, ...] 
     return InitProcess(pid, ours, readers, feeder, frozenset(relayed), cgroup, layer, network)
 
 
-def start_detached_init(config: ContainerConfig) -> InitProcess:
+def start_detached_init(config: ContainerConfig, keep_fds: int = 0) -> InitProcess:
     """The OCI runtime's init (``pyctr create``): a fork of this process, as the CLI's, in
     the container's cgroup-to-be, with this process's standard streams passed straight
     through (the caller's monitor, conmon or a shim, owns them) except a terminal, which is
     replaced by /dev/null: nobody stays to relay it, and a workload must not hold the
-    host's terminal. Send it its config with ``send_config(..., start_fifo=...,
-    detached=True)``."""
+    host's terminal. ``keep_fds``: descriptors 3 to 3+keep_fds-1 are passed on to the
+    workload (``--preserve-fds``). Send it its config with ``send_config(...,
+    start_fifo=..., detached=True)``."""
     ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET | socket.SOCK_CLOEXEC)
     ours.setsockopt(socket.SOL_SOCKET, socket.SO_PASSCRED, 1)
     ours.send(encode(Hello()))
@@ -292,7 +293,7 @@ def start_detached_init(config: ContainerConfig) -> InitProcess:
             resources=None if spec is None else spec.linux.resources,
             cgroups_path=None if spec is None else spec.linux.cgroups_path)
         pid = _start_in_new_pid_namespace(ours, theirs, stdio, fork=True, started=-1,
-                                          spec=spec)
+                                          spec=spec, keep_fds=keep_fds)
     except BaseException:
         ours.close()
         if cgroup is not None:
@@ -334,7 +335,7 @@ def _output_pipe() -> tuple[int, int]:
 
 def _start_in_new_pid_namespace(ours: socket.socket, theirs: socket.socket,
                                 stdio: dict[int, int], *, fork: bool, started: int,
-                                spec: Spec | None) -> int:
+                                spec: Spec | None, keep_fds: int = 0) -> int:
     """Start the init as PID 1 of a new PID namespace, with ``stdio`` (target fd -> source)
     replacing the standard streams it would otherwise share with us."""
     if not fork:
@@ -357,7 +358,7 @@ def _start_in_new_pid_namespace(ours: socket.socket, theirs: socket.socket,
                 # container's spec meanwhile, on the other CPU.
                 from pyctr.init import run
 
-                run(theirs, started, spec)
+                run(theirs, started, spec, keep_fds)
             return pid
         finally:
             setns(own_namespace, CLONE_NEWPID)

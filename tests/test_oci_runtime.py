@@ -363,3 +363,31 @@ def test_spec_and_features(tmp_path: Path) -> None:
     again = subprocess.run([PYCTR, "spec", "--bundle", str(tmp_path)], capture_output=True,
                            text=True)
     assert again.returncode == 1 and "exists" in again.stderr
+
+
+def test_preserve_fds_passes_descriptors_to_the_process(pyctr: Runtime, tmp_path: Path) -> None:
+    bundle = pyctr.bundle("fds", "sh", "-c", "echo via-fd3 >&3; ls /proc/self/fd")
+    read_end, write_end = os.pipe()
+    listing = tmp_path / "listing"
+    try:
+        with open(listing, "w") as sink:
+            # bash gives pyctr the pipe as its descriptor 3, as podman would.
+            created = subprocess.run(["/bin/bash", "-c", f'exec "$0" "$@" 3>&{write_end}',
+                                      PYCTR, "--root", str(pyctr.root), "create",
+                                      "--preserve-fds", "1", "--bundle", str(bundle), "fds"],
+                                     stdout=sink, stderr=sink, pass_fds=(write_end,),
+                                     stdin=subprocess.DEVNULL)
+        os.close(write_end)
+        write_end = -1
+        assert created.returncode == 0, listing.read_text()
+        pid = pyctr.state("fds")["pid"]
+        assert isinstance(pid, int)
+        assert pyctr("start", "fds").returncode == 0
+        assert wait_for_exit(pid) == 0
+        assert os.read(read_end, 100) == b"via-fd3\n"
+    finally:
+        os.close(read_end)
+        if write_end != -1:
+            os.close(write_end)
+    # 0-2, the preserved 3, and ls's own directory descriptor: nothing else leaked in.
+    assert sorted(int(fd) for fd in listing.read_text().split()) == [0, 1, 2, 3, 4]
