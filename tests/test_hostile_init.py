@@ -604,7 +604,7 @@ from pyctr.protocol import (Hello, Log, Ready, SetupFailed, Terminal, WorkloadEx
 ESC = "\\x1b"
 
 
-def hostile(sock, started, spec):
+def hostile(sock, started, spec, keep_fds=0):
     """PID 1 of the container's PID namespace, as the CLI forks it, but not pyctr's init."""
     scenario = os.environ["HOSTILE_SCENARIO"]
     send = lambda message: sock.send(encode(message))

@@ -14,6 +14,7 @@ from pyctr.protocol import (
     MESSAGE_TYPES,
     PROTOCOL_VERSION,
     Config,
+    Created,
     Hello,
     Log,
     MalformedMessage,
@@ -46,8 +47,11 @@ values = st.recursive(
 messages = st.one_of(
     st.builds(Hello, ints),
     st.builds(Config, texts, texts, st.dictionaries(texts, values, max_size=4),
-              chroot=st.booleans(), signal_group=st.booleans(), log_level=texts),
+              chroot=st.booleans(), signal_group=st.booleans(), log_level=texts,
+              start_fifo=texts, detached=st.booleans(), overlay_upper=texts,
+              overlay_work=texts),
     st.just(Terminal()),
+    st.just(Created()),
     st.builds(Log, texts, texts, texts, st.dictionaries(texts, values, max_size=4)),
     st.builds(Ready, st.lists(texts), st.lists(texts)),
     st.builds(WorkloadStarted, ints),
@@ -184,8 +188,9 @@ def test_container_counts_cannot_exceed_the_payload() -> None:
 
 
 def test_registry_names_every_message() -> None:
-    assert set(MESSAGE_TYPES) == {"hello", "config", "cgroup_joined", "log", "ready", "terminal",
-                                  "workload_started", "workload_exited", "setup_failed"}
+    assert set(MESSAGE_TYPES) == {"hello", "config", "cgroup_joined", "log", "ready", "created",
+                                  "terminal", "workload_started", "workload_exited",
+                                  "setup_failed"}
     assert Hello().version == PROTOCOL_VERSION
 
 
