@@ -21,7 +21,7 @@ from pathlib import Path
 
 import pytest
 from conftest import requires_root
-from helpers import CLI, wait_until
+from helpers import CLI, proc_stat, wait_until
 
 pytestmark = requires_root
 PYCTR = str(Path(CLI).with_name("pyctr"))
@@ -241,6 +241,12 @@ def test_list_ps_pause_resume(pyctr: Runtime, tmp_path: Path) -> None:
     assert pyctr.status("ticks") == "running"
     wait_until(lambda: counter() > frozen, "the counter to move again")
     assert pyctr("resume", "ticks").returncode == 1  # not paused
+    # --all: every process of the container's cgroup, the init among them.
+    assert pyctr("kill", "--all", "ticks", "KILL").returncode == 0
+    assert isinstance(pid, int)
+    assert wait_for_exit(pid) == -signal.SIGKILL
+    wait_until(lambda: all(proc_stat(each)[:1] in ([], ["Z"]) for each in pids),
+               "every process of the container to die")
 
 
 def test_exec_joins_the_container(pyctr: Runtime, tmp_path: Path) -> None:
