@@ -131,6 +131,17 @@ class _Log:
 
     def __init__(self, path: str | None, json_format: bool, debug: bool) -> None:
         self.path, self.json_format, self.debug_on = path, json_format, debug
+        self.fd = -1
+
+    def hold(self) -> None:
+        """Open the file now, for writes after this process has left the host's mount
+        namespace (``exec``)."""
+        if self.path is not None and self.fd == -1:
+            try:
+                self.fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT |
+                                  os.O_CLOEXEC, 0o600)
+            except OSError:
+                pass
 
     def write(self, level: str, message: str) -> None:
         if self.path is None:
@@ -143,8 +154,11 @@ class _Log:
         else:
             line = f"time={json.dumps(stamp)} level={level} msg={json.dumps(message)}"
         try:
-            with open(self.path, "a") as file:
-                file.write(line + "\n")
+            if self.fd != -1:
+                os.write(self.fd, (line + "\n").encode())
+            else:
+                with open(self.path, "a") as file:
+                    file.write(line + "\n")
         except OSError:
             pass  # the caller's log is gone: stderr still has the error
 
@@ -221,7 +235,7 @@ def _dispatch(options: argparse.Namespace, log: _Log) -> int:
     elif command == "exec":
         from .execute import execute
 
-        return execute(root, options)
+        return execute(root, options, before_joining=log.hold)
     return 0
 
 

@@ -36,12 +36,13 @@ from pyctr.linux.syscalls import (
 from pyctr.supervisor.errors import PyctrError
 from pyctr.supervisor.signalfd import open_signalfd, read_signals
 
-from .runtime import send_console, write_pid_file
+from .runtime import connect_console, send_to_console, write_pid_file
 from .state import ContainerState, RuntimeError_
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     import argparse
+    from collections.abc import Callable
 
     from pyctr.supervisor.config import ContainerConfig
 
@@ -52,7 +53,11 @@ FORWARDED = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT, signa
              signal.SIGUSR2, signal.SIGWINCH)
 
 
-def execute(root: str, options: argparse.Namespace) -> int:
+def execute(root: str, options: argparse.Namespace,
+            before_joining: Callable[[], None] | None = None) -> int:
+    """Run the process ``options`` describe in container ``options.id``; its exit status
+    (0 with ``--detach``). ``before_joining`` is called while this process still sees the
+    host's files (the caller opens its log then)."""
     state = ContainerState(root, options.id).load()
     status = state.status()
     if status != "running":
@@ -75,6 +80,11 @@ def execute(root: str, options: argparse.Namespace) -> int:
     from pyctr.init import workload
 
     # Opened now: once we are in the container's mount namespace, paths are the container's.
+    if before_joining is not None:
+        before_joining()
+    console = None
+    if process.terminal:
+        console = connect_console(options.console_socket)
     pid_directory = -1
     if options.pid_file:
         pid_directory = os.open(os.path.dirname(os.path.abspath(options.pid_file)),
@@ -102,7 +112,9 @@ def execute(root: str, options: argparse.Namespace) -> int:
             height, width = process.console_size or (0, 0)
             master, terminal = workload.open_terminal(height, width)
             try:
-                send_console(options.console_socket, master)
+                assert console is not None
+                send_to_console(console, master, options.console_socket)
+                console = None
             finally:
                 os.close(master)
         pid = workload.start(path, process.args, env, process, terminal, config.seccomp_filter)
@@ -111,6 +123,8 @@ def execute(root: str, options: argparse.Namespace) -> int:
     finally:
         if terminal is not None:
             os.close(terminal)
+        if console is not None:
+            console.close()
     if pid_directory != -1:
         write_pid_file(os.path.basename(options.pid_file), pid, directory=pid_directory)
         os.close(pid_directory)

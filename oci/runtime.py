@@ -175,9 +175,24 @@ def _receive(sock: socket.socket) -> tuple[object | None, list[int]]:
 def send_console(path: str, master: int) -> None:
     """Hand the pty's master to the caller's console socket, as runc does (SCM_RIGHTS, the
     terminal's name as the data)."""
+    send_to_console(connect_console(path), master, path)
+
+
+def connect_console(path: str) -> socket.socket:
+    """A connection to the caller's console socket (``exec`` makes it before it joins the
+    container, where the path would be the container's)."""
     connection = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_CLOEXEC)
     try:
         connection.connect(path)
+    except OSError as exc:
+        connection.close()
+        raise RuntimeError_(f"cannot connect to the console socket {path}: "
+                            f"{exc.strerror}") from None
+    return connection
+
+
+def send_to_console(connection: socket.socket, master: int, path: str) -> None:
+    try:
         connection.sendmsg([b"/dev/ptmx"], [(socket.SOL_SOCKET, socket.SCM_RIGHTS,
                                             struct.pack("i", master))])
     except OSError as exc:

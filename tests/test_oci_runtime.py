@@ -285,46 +285,79 @@ def test_exec_joins_the_container(pyctr: Runtime, tmp_path: Path) -> None:
     assert refused.returncode == 1
 
 
-def test_console_socket_gets_the_terminal(pyctr: Runtime, tmp_path: Path) -> None:
-    bundle = pyctr.bundle("tty", "sh", "-c", "tty; stty size; exit 2", terminal=True)
-    address = str(tmp_path / "console.sock")
-    listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    listener.bind(address)
-    listener.listen(1)
-    received: list[int] = []
+class ConsoleSocket:
+    """A console socket as conmon listens on one: receives one pty master (SCM_RIGHTS)."""
 
-    def accept() -> None:
-        connection, _ = listener.accept()
+    def __init__(self, path: Path) -> None:
+        self.path = str(path)
+        self.listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self.listener.bind(self.path)
+        self.listener.listen(1)
+        self.received: list[int] = []
+        self.thread = threading.Thread(target=self._accept, daemon=True)
+        self.thread.start()
+
+    def _accept(self) -> None:
+        try:
+            connection, _ = self.listener.accept()
+        except OSError:
+            return  # closed without a connection
         with connection:
             _, ancillary, _, _ = connection.recvmsg(64, socket.CMSG_SPACE(4))
             for level, kind, data in ancillary:
                 if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS:
-                    received.append(struct.unpack("i", data[:4])[0])
+                    self.received.append(struct.unpack("i", data[:4])[0])
 
-    thread = threading.Thread(target=accept)
-    thread.start()
+    def master(self) -> int:
+        self.thread.join(10)
+        self.listener.close()
+        assert len(self.received) == 1, "no terminal came"
+        return self.received[0]
+
+
+def read_terminal(master: int) -> str:
+    """What the terminal shows until its last holder has gone (EIO)."""
+    output = b""
+    try:
+        while chunk := os.read(master, 1024):
+            output += chunk
+    except OSError:
+        pass
+    finally:
+        os.close(master)
+    return output.decode()
+
+
+def test_console_socket_gets_the_terminal(pyctr: Runtime, tmp_path: Path) -> None:
+    bundle = pyctr.bundle("tty", "sh", "-c", "tty; exit 2", terminal=True)
     refused = pyctr("create", "--bundle", str(bundle), "notty")
     assert refused.returncode == 1 and "console-socket" in refused.stderr
-    created = pyctr("create", "--bundle", str(bundle), "--console-socket", address, "tty")
-    thread.join(10)
-    listener.close()
+    console = ConsoleSocket(tmp_path / "console.sock")
+    created = pyctr("create", "--bundle", str(bundle), "--console-socket", console.path, "tty")
     assert created.returncode == 0, created.stderr
-    assert len(received) == 1
-    master = received[0]
+    master = console.master()
     pid = pyctr.state("tty")["pid"]
     assert isinstance(pid, int)
     assert pyctr("start", "tty").returncode == 0
-    output = b""
-    try:
-        while b"\n" not in output.partition(b"\n")[2]:
-            output += os.read(master, 1024)
-    except OSError:
-        pass  # EIO once the terminal's last holder has gone
-    finally:
-        os.close(master)
+    output = read_terminal(master)
     assert wait_for_exit(pid) == 2
-    lines = output.decode().split()
-    assert lines[0] == "/dev/pts/0"
+    assert output.split()[0] == "/dev/pts/0"
+
+
+def test_exec_with_a_terminal_and_its_errors_in_the_log(pyctr: Runtime, tmp_path: Path) -> None:
+    bundle = pyctr.bundle("execty", "sleep", "30")
+    assert pyctr("create", "--bundle", str(bundle), "execty").returncode == 0
+    assert pyctr("start", "execty").returncode == 0
+    # The console socket and the log are host paths, though exec joins the container.
+    console = ConsoleSocket(tmp_path / "exec-console.sock")
+    done = pyctr("exec", "--tty", "--console-socket", console.path, "execty", "sh", "-c",
+                 "tty; exit 6")
+    assert done.returncode == 6, done.stderr
+    assert read_terminal(console.master()).split()[0].startswith("/dev/pts/")
+    missing = pyctr("exec", "execty", "/no/such/command")
+    assert missing.returncode == 1 and "no/such/command" in missing.stderr
+    last = json.loads(pyctr.log.read_text().splitlines()[-1])
+    assert last["level"] == "error" and "no/such/command" in last["msg"]
 
 
 def test_run_waits_and_returns_the_exit_code(pyctr: Runtime) -> None:
