@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import json
 import os
-import select
 import signal
 
 from pyctr.linux.syscalls import (
@@ -33,10 +32,12 @@ from pyctr.linux.syscalls import (
     CLONE_NEWUTS,
     setns,
 )
-from pyctr.supervisor.errors import PyctrError
-from pyctr.supervisor.signalfd import open_signalfd, read_signals
 
-from .runtime import connect_console, send_to_console, write_pid_file
+# Imported now: wait_relaying needs it once our root is the container's.
+from pyctr.supervisor import signalfd as _signalfd  # noqa: F401
+from pyctr.supervisor.errors import PyctrError
+
+from .runtime import FORWARDED, connect_console, send_to_console, wait_relaying, write_pid_file
 from .state import ContainerState, RuntimeError_
 
 TYPE_CHECKING = False
@@ -49,8 +50,6 @@ if TYPE_CHECKING:
 # Joined in this order: the mount namespace last, since it changes our root.
 NAMESPACES = (("ipc", CLONE_NEWIPC), ("uts", CLONE_NEWUTS), ("net", CLONE_NEWNET),
               ("cgroup", CLONE_NEWCGROUP), ("pid", CLONE_NEWPID), ("mnt", CLONE_NEWNS))
-FORWARDED = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT, signal.SIGUSR1,
-             signal.SIGUSR2, signal.SIGWINCH)
 
 
 def execute(root: str, options: argparse.Namespace,
@@ -130,7 +129,7 @@ def execute(root: str, options: argparse.Namespace,
         os.close(pid_directory)
     if options.detach:
         return 0
-    return _wait(pid)
+    return wait_relaying(pid)
 
 
 def _describe(state: ContainerState, options: argparse.Namespace) -> ContainerConfig:
@@ -208,23 +207,3 @@ def _join_cgroups(state: ContainerState) -> None:
             os.write(fd, str(os.getpid()).encode())
         finally:
             os.close(fd)
-
-
-def _wait(pid: int) -> int:
-    """Relay the usual signals to ``pid`` until it ends; its exit status."""
-    signals = open_signalfd(FORWARDED)
-    pidfd = os.pidfd_open(pid)
-    try:
-        while pidfd not in select.select([pidfd, signals], [], [])[0]:
-            for info in read_signals(signals):
-                try:
-                    signal.pidfd_send_signal(pidfd, info.signum)
-                except ProcessLookupError:
-                    pass
-        _, status = os.waitpid(pid, 0)
-    finally:
-        os.close(pidfd)
-        os.close(signals)
-    return os.waitstatus_to_exitcode(status) if os.WIFEXITED(status) else \
-        128 + os.WTERMSIG(status)
-

@@ -370,10 +370,8 @@ def run(root: str, container_id: str, bundle: str, *, pid_file: str | None = Non
         preserve_fds: int = 0, debug: Callable[[str], None] | None = None) -> int:
     """``create`` and ``start``; without ``detach``, wait for the container's end (relaying
     the usual signals to it), delete it and return its exit status."""
-    forwarded = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT, signal.SIGUSR1,
-                 signal.SIGUSR2, signal.SIGWINCH)
     if not detach:  # blocked from before the fork: none is lost, the init unblocks its own
-        signal.pthread_sigmask(signal.SIG_BLOCK, forwarded)
+        signal.pthread_sigmask(signal.SIG_BLOCK, FORWARDED)
     pid = create(root, container_id, bundle, pid_file=pid_file, console_socket=console_socket,
                  no_pivot=no_pivot, preserve_fds=preserve_fds, debug=debug)
     try:
@@ -383,20 +381,34 @@ def run(root: str, container_id: str, bundle: str, *, pid_file: str | None = Non
         raise
     if detach:
         return 0
+    status = wait_relaying(pid)  # the init is our child: its pid cannot be reused meanwhile
+    delete(root, container_id, force=True)
+    return status
+
+
+FORWARDED = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT, signal.SIGUSR1,
+             signal.SIGUSR2, signal.SIGWINCH)
+"""What ``run`` and ``exec`` relay to the process they wait for (the caller keeps them
+blocked from before the process exists)."""
+
+
+def wait_relaying(pid: int) -> int:
+    """Relay FORWARDED to our child ``pid`` until it ends; its exit status (``128+N`` when
+    signal N ended it)."""
     from pyctr.supervisor.signalfd import open_signalfd, read_signals
 
-    state = ContainerState(root, container_id).load()
-    signals = open_signalfd(forwarded)
+    signals = open_signalfd(FORWARDED)
     pidfd = os.pidfd_open(pid)
     try:
-        while not select.select([pidfd, signals], [], [])[0].count(pidfd):
+        while pidfd not in select.select([pidfd, signals], [], [])[0]:
             for info in read_signals(signals):
-                _signal_init(state, info.signum)
+                try:
+                    signal.pidfd_send_signal(pidfd, info.signum)
+                except ProcessLookupError:
+                    pass
         _, status = os.waitpid(pid, 0)
     finally:
         os.close(pidfd)
         os.close(signals)
-    delete(root, container_id, force=True)
     return os.waitstatus_to_exitcode(status) if os.WIFEXITED(status) else \
         128 + os.WTERMSIG(status)
-

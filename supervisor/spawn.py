@@ -201,17 +201,7 @@ def start_init(config: ContainerConfig, *, fork: bool, collect: tuple[str, ...] 
     ``stderr``) to pipe to us besides those ``config.capture_output`` pipes; ``stdin``: give
     the init a stdin pipe whose write end we keep. ``started`` (with ``fork``): a descriptor
     the init keeps open until the workload has started, then closes."""
-    queued = [encode(Hello())]
-    ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET | socket.SOCK_CLOEXEC)
-    ours.setsockopt(socket.SOL_SOCKET, socket.SO_PASSCRED, 1)
-    for sock in (ours, theirs):
-        for option in (_SO_SNDBUFFORCE, _SO_RCVBUFFORCE):
-            try:
-                sock.setsockopt(socket.SOL_SOCKET, option, _SOCKET_BUFFER)
-            except OSError:
-                pass  # the default buffers still carry every ordinary message
-    for data in queued:
-        ours.send(data)
+    ours, theirs = _init_socketpair()
     # The init's own standard streams, where they are not simply ours: target fd -> source.
     stdio: dict[int, int] = {}
     readers: dict[str, int] = {}
@@ -239,13 +229,8 @@ def start_init(config: ContainerConfig, *, fork: bool, collect: tuple[str, ...] 
     layer: OverlayLayer | None = None
     network: ContainerNetwork | None = None
     try:
-        # Made before the init exists; ``join_cgroup`` moves it in, and the init waits for
-        # that before it starts the workload, so nothing of the container runs outside it.
         spec = config.spec
-        cgroup = ContainerCgroup.create(
-            config.name, config.device_rules,
-            resources=None if spec is None else spec.linux.resources,
-            cgroups_path=None if spec is None else spec.linux.cgroups_path)
+        cgroup = _container_cgroup(config)
         if config.overlay:  # after the cgroup, which refuses a name that is in use
             from .overlay import create_layer
 
@@ -280,20 +265,14 @@ def start_detached_init(config: ContainerConfig, keep_fds: int = 0) -> InitProce
     host's terminal. ``keep_fds``: descriptors 3 to 3+keep_fds-1 are passed on to the
     workload (``--preserve-fds``). Send it its config with ``send_config(...,
     start_fifo=..., detached=True)``."""
-    ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET | socket.SOCK_CLOEXEC)
-    ours.setsockopt(socket.SOL_SOCKET, socket.SO_PASSCRED, 1)
-    ours.send(encode(Hello()))
+    ours, theirs = _init_socketpair()
     stdio = {target: os.open(os.devnull, os.O_RDWR | os.O_CLOEXEC)
              for target in (0, 1, 2) if os.isatty(target)}
     cgroup: ContainerCgroup | None = None
     try:
-        spec = config.spec
-        cgroup = ContainerCgroup.create(
-            config.name, config.device_rules,
-            resources=None if spec is None else spec.linux.resources,
-            cgroups_path=None if spec is None else spec.linux.cgroups_path)
+        cgroup = _container_cgroup(config)
         pid = _start_in_new_pid_namespace(ours, theirs, stdio, fork=True, started=-1,
-                                          spec=spec, keep_fds=keep_fds)
+                                          spec=config.spec, keep_fds=keep_fds)
     except BaseException:
         ours.close()
         if cgroup is not None:
@@ -304,6 +283,32 @@ def start_detached_init(config: ContainerConfig, keep_fds: int = 0) -> InitProce
         for fd in stdio.values():
             os.close(fd)
     return InitProcess(pid, ours, {}, cgroup=cgroup)
+
+
+def _init_socketpair() -> tuple[socket.socket, socket.socket]:
+    """Our end and the init's of its socketpair, with our Hello queued. Our end passes
+    credentials, so every message arrives with its sender's host pid."""
+    ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET | socket.SOCK_CLOEXEC)
+    ours.setsockopt(socket.SOL_SOCKET, socket.SO_PASSCRED, 1)
+    for sock in (ours, theirs):
+        for option in (_SO_SNDBUFFORCE, _SO_RCVBUFFORCE):
+            try:
+                sock.setsockopt(socket.SOL_SOCKET, option, _SOCKET_BUFFER)
+            except OSError:
+                pass  # the default buffers still carry every ordinary message
+    ours.send(encode(Hello()))
+    return ours, theirs
+
+
+def _container_cgroup(config: ContainerConfig) -> ContainerCgroup:
+    """The container's cgroup, made before the init exists: ``join_cgroup`` moves the init
+    in, and the init waits for that before it starts the workload, so nothing of the
+    container runs outside it."""
+    spec = config.spec
+    return ContainerCgroup.create(
+        config.name, config.device_rules,
+        resources=None if spec is None else spec.linux.resources,
+        cgroups_path=None if spec is None else spec.linux.cgroups_path)
 
 
 def _release(cgroup: ContainerCgroup | None, layer: OverlayLayer | None,
