@@ -598,8 +598,8 @@ HOSTILE_CLI = '''
 import os, socket, struct, sys, time
 
 import pyctr.init
-from pyctr.protocol import (Hello, Log, Ready, SetupFailed, Terminal, WorkloadExited,
-                            WorkloadStarted, encode, utc_timestamp)
+from pyctr.protocol import (Created, Hello, Log, Ready, SetupFailed, Terminal,
+                            WorkloadExited, WorkloadStarted, encode, utc_timestamp)
 
 ESC = "\\x1b"
 
@@ -616,6 +616,8 @@ def hostile(sock, started, spec, keep_fds=0):
                          f"{ESC}[2J{ESC}]0;owned{ESC}\\\\ not found\\nsecond line"))
         os._exit(127)
     send(Ready(["mount", "pid"], ["/proc"]))
+    if scenario == "created":  # the OCI runtime's message, to a supervisor that asked none
+        send(Created())
     if scenario == "terminal":
         master, slave = os.openpty()
         sock.sendmsg([encode(Terminal())],
@@ -667,6 +669,7 @@ def one_error_line(run: Run) -> str:
 @pytest.mark.parametrize(("scenario", "fragment"), [
     ("exit_code", "workload_exited.code 300 is outside 0-255"),
     ("terminal", "terminal message, but the container has no terminal"),
+    ("created", "unexpected created message from init"),
 ])
 def test_cli_kills_a_container_whose_init_breaks_the_protocol(
         tmp_path: Path, rootfs: Path, scenario: str, fragment: str) -> None:

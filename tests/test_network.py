@@ -244,3 +244,24 @@ def test_library_bridge_and_published_port(rootfs: Path) -> None:
 def test_library_rejects_publish_without_bridge(rootfs: Path) -> None:
     with pytest.raises(PyctrError, match="--publish needs --network bridge"):
         ContainerConfig(rootfs, ["true"], publish=["8080:80"])
+
+
+def test_a_symlinked_etc_hosts_in_the_rootfs_does_not_lead_the_bind_out(
+        rootfs: Path, tmp_path: Path) -> None:
+    """The rootfs is hostile: its /etc/hosts points at a host file. The link is followed
+    inside the rootfs only, where its target does not exist: the container is refused with
+    one line, and the host file stays as it was."""
+    from conftest import copy_rootfs
+
+    victim = tmp_path / "victim"
+    victim.write_text("the host's\n")
+    hostile = copy_rootfs(rootfs, tmp_path / "hostile")
+    (hostile / "etc" / "hosts").unlink()
+    (hostile / "etc" / "hosts").symlink_to(f"../../../../../../..{victim}")
+    result = run_cli("--network", "bridge", str(hostile), "sh", "-c",
+                     "cat /etc/hosts; echo written > /etc/hosts")
+    assert result.returncode == 125
+    assert_one_line_error(result, "cannot create mount point", "etc/hosts")
+    assert result.stdout == ""
+    assert victim.read_text() == "the host's\n"
+    assert own_leases() == []
