@@ -73,7 +73,7 @@ test: venv rootfs
 
 # mypy cannot see through the editable install's package mapping, so it checks the folders
 # through a pyctr/ tree of symlinks that mirrors the installed layout.
-BENCHES := $(filter-out %.md,$(wildcard bench/*))
+BENCHES := $(filter-out %.md %__pycache__,$(wildcard bench/*))
 
 lint: venv
 	$(VENV)/bin/ruff check supervisor init protocol linux spec oci tests $(BENCHES) tools/oci-validation
