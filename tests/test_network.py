@@ -158,8 +158,10 @@ def test_the_host_reaches_a_published_port_on_loopback(rootfs: Path) -> None:
 
 @requires_busybox
 def test_concurrent_bridge_containers_get_distinct_addresses(rootfs: Path) -> None:
+    # Each holds its address for 3 s, so all six hold theirs at once: an address released by
+    # a container that has ended may rightly go to the next one.
     processes = [subprocess.Popen([CLI, "--log-format", "json", "--network", "bridge",
-                                   str(rootfs), "true"], stdout=subprocess.DEVNULL,
+                                   str(rootfs), "sleep", "3"], stdout=subprocess.DEVNULL,
                                   stderr=subprocess.PIPE, text=True) for _ in range(6)]
     addresses = []
     for process in processes:
