@@ -22,6 +22,7 @@ needs only ``os`` (``json`` comes in with ``read_profile``, when a user gives a 
 
 from __future__ import annotations
 
+import marshal
 import os
 
 from .model import SpecError
@@ -349,6 +350,35 @@ def profile_to_linux_seccomp(profile: Mapping[str, Value], capabilities: Iterabl
         syscalls.append(converted)
     result["syscalls"] = syscalls
     return result
+
+
+_default_for: dict[frozenset[str], tuple[dict[str, Value], bytes]] = {}
+
+
+def default_linux_seccomp(capabilities: Iterable[str]) -> dict[str, Value]:
+    """``profile_to_linux_seccomp(DEFAULT_PROFILE, capabilities)`` for this machine, worked
+    out once per set of capabilities in a process (a program that runs many containers
+    through the library pays for the conversion once) and handed out as a copy of its own
+    each time, so a caller may change it."""
+    copied: dict[str, Value] = marshal.loads(_default(capabilities)[1])
+    return copied
+
+
+def is_default_linux_seccomp(value: Value, capabilities: Iterable[str]) -> bool:
+    """Whether ``value`` is what ``default_linux_seccomp(capabilities)`` gives."""
+    return value == _default(capabilities)[0]
+
+
+def _default(capabilities: Iterable[str]) -> tuple[dict[str, Value], bytes]:
+    """The default profile for ``capabilities``, and the same marshalled: the cheapest deep
+    copy of it (marshal is built in, and its C code copies a few hundred names in
+    microseconds)."""
+    caps = frozenset(_capability(name) for name in capabilities)
+    known = _default_for.get(caps)
+    if known is None:
+        converted = profile_to_linux_seccomp(DEFAULT_PROFILE, caps)
+        known = _default_for[caps] = converted, marshal.dumps(converted)
+    return known
 
 
 def _argument(arg: Mapping[str, Value]) -> dict[str, Value]:

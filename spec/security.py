@@ -126,10 +126,12 @@ class SecurityOptions:
         spec.linux.readonly_paths = list(READONLY_PATHS)
         if self.seccomp == "unconfined":
             return
-        from .seccomp import DEFAULT_PROFILE, profile_to_linux_seccomp, read_profile
+        from .seccomp import default_linux_seccomp, profile_to_linux_seccomp, read_profile
 
-        profile = DEFAULT_PROFILE if self.seccomp is None else read_profile(self.seccomp)
-        spec.linux.seccomp = profile_to_linux_seccomp(profile, names)
+        if self.seccomp is None:
+            spec.linux.seccomp = default_linux_seccomp(names)
+        else:
+            spec.linux.seccomp = profile_to_linux_seccomp(read_profile(self.seccomp), names)
 
 
 def capability_name(text: str, flag: str) -> str:

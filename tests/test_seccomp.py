@@ -31,6 +31,8 @@ from pyctr.spec.model import SpecError
 from pyctr.spec.seccomp import (
     DEFAULT_PROFILE,
     check_linux_seccomp,
+    default_linux_seccomp,
+    is_default_linux_seccomp,
     profile_to_linux_seccomp,
     read_profile,
 )
@@ -76,6 +78,24 @@ def allowed(value: dict[str, Any], name: str) -> bool:
 
 
 # -- Conversion ---------------------------------------------------------------------------
+
+
+def test_the_remembered_default_is_the_conversion_and_each_caller_gets_its_own() -> None:
+    # The library converts the default profile once per set of capabilities: what it hands
+    # out must be exactly the conversion, and changing one copy must not change the next.
+    expected = profile_to_linux_seccomp(DEFAULT_PROFILE, DOCKER_DEFAULT_CAPS)
+    first = default_linux_seccomp(DOCKER_DEFAULT_CAPS)
+    assert first == expected
+    first["syscalls"][0]["names"].append("reboot")
+    first["defaultAction"] = "SCMP_ACT_ALLOW"
+    second = default_linux_seccomp([name.lower() for name in DOCKER_DEFAULT_CAPS])
+    assert second == expected
+    assert is_default_linux_seccomp(second, DOCKER_DEFAULT_CAPS)
+    assert not is_default_linux_seccomp(first, DOCKER_DEFAULT_CAPS)
+    # Another set of capabilities, another profile (sys_admin's rules): not "the default".
+    assert not is_default_linux_seccomp(second, [*DOCKER_DEFAULT_CAPS, "CAP_SYS_ADMIN"])
+    assert default_linux_seccomp(["CAP_SYS_ADMIN"]) == profile_to_linux_seccomp(
+        DEFAULT_PROFILE, ["CAP_SYS_ADMIN"])
 
 
 def test_default_profile_without_privilege() -> None:
