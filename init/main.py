@@ -78,17 +78,19 @@ NAMESPACES = (
 RELAYED_SIGNALS = frozenset(range(1, 32)) - {signal.SIGKILL, signal.SIGSTOP, signal.SIGCHLD}
 WAITED_SIGNALS = RELAYED_SIGNALS | {signal.SIGCHLD}
 def run(sock: socket.socket, started: int = -1, spec: Spec | None = None,
-        keep_fds: int = 0) -> NoReturn:
+        keep_fds: int = 0, *, hidden: bool = False) -> NoReturn:
     """Be the container's init on ``sock``; never returns (the process exits). ``started``,
     when given, is a descriptor init closes once the workload has been started (or could not
     be): the CLI waits for that before it starts its own heavy imports. ``spec``: the checked
     spec, when the init is a fork of the supervisor that built it; the config message then
     leaves it out (decoding and checking it again cost ~0.3 ms of a fresh process's start).
     ``keep_fds``: descriptors 3 to 3+keep_fds-1 are the workload's (the OCI runtime's
-    ``--preserve-fds``): kept open and inherited across its exec."""
+    ``--preserve-fds``): kept open and inherited across its exec. ``hidden``: the command
+    line and environment were hidden already (by the library's template, once for all its
+    inits: see ``hide_command_line_and_environment``)."""
     code = EXIT_SETUP_FAILED
     try:
-        code = _run(Channel(sock), started, spec, keep_fds)
+        code = _run(Channel(sock), started, spec, keep_fds, hidden)
     except BaseException as exc:
         try:
             Channel(sock).send(SetupFailed(EXIT_SETUP_FAILED, "init.crashed",
@@ -99,11 +101,13 @@ def run(sock: socket.socket, started: int = -1, spec: Spec | None = None,
         os._exit(code)
 
 
-def _run(channel: Channel, started: int, inherited: Spec | None, keep_fds: int = 0) -> int:
+def _run(channel: Channel, started: int, inherited: Spec | None, keep_fds: int = 0,
+         hidden: bool = False) -> int:
     # Before anything a workload could see: no ptrace, no /proc/1/{mem,environ,fd,exe,...}
     # for a process without CAP_SYS_PTRACE, and no host paths or environment to read.
     set_not_dumpable()
-    hide_command_line_and_environment("pyctr-init")
+    if not hidden:
+        hide_command_line_and_environment("pyctr-init")
     # A collection walks every object, and in a forked init each one it touches is a page
     # copied from the parent; init's few allocations are freed by reference counting alone.
     gc.disable()
@@ -150,7 +154,7 @@ def _run(channel: Channel, started: int, inherited: Spec | None, keep_fds: int =
             return failure.exit_code
     sys = LinuxSyscalls()
     try:
-        spec = inherited if inherited is not None else Spec.from_value(config.spec)
+        spec = inherited if inherited is not None else _read_spec(config.spec)
         namespaces, mounts = build_container(config, spec, sys, channel)
     except SpecError as exc:
         failure = SetupFailed(EXIT_SETUP_FAILED, "config.invalid", str(exc))
@@ -193,7 +197,8 @@ def _run(channel: Channel, started: int, inherited: Spec | None, keep_fds: int =
             except OSError:
                 pass  # not open: nothing to pass on
         began = time.monotonic()
-        pid = workload.start(path, argv, env, process, terminal, seccomp)
+        pid = workload.start(path, argv, env, process, terminal, seccomp,
+                             init_may_hold_filter=config.seccomp_fits_init)
     except workload.WorkloadError as exc:
         channel.send(SetupFailed(exc.exit_code, exc.error, exc.message))
         return exc.exit_code
@@ -220,6 +225,19 @@ def _run(channel: Channel, started: int, inherited: Spec | None, keep_fds: int =
         return 128 + os.WTERMSIG(status)
     channel.send(WorkloadExited(os.WEXITSTATUS(status), None, wall_time_us, remaining, killed))
     return os.WEXITSTATUS(status)
+
+
+def _read_spec(text: str) -> Spec:
+    """The spec the supervisor sent (Config.spec). Raises SpecError."""
+    # Here, not at the top: a fork of the CLI has its spec already and never loads json (the
+    # template has loaded it); either way, before the root changes.
+    import json
+
+    try:
+        value = json.loads(text)
+    except ValueError as exc:
+        raise SpecError(f"the spec from the supervisor is not JSON: {exc}") from None
+    return Spec.from_value(value)
 
 
 def wait_for_start(fifo: int) -> int:

@@ -18,11 +18,13 @@ import struct
 
 from pyctr.linux import signal
 from pyctr.linux.seccomp import install_filter
+from pyctr.linux.spawn import spawn
 from pyctr.linux.syscalls import (
     CAPABILITIES,
     MS_BIND,
     RLIMITS,
     LinuxSyscalls,
+    capability_masks,
     drop_bounding,
     keep_capabilities,
     last_capability,
@@ -147,18 +149,26 @@ def open_terminal(rows: int, columns: int) -> tuple[int, int]:
 
 
 def start(path: str, argv: list[str], env: dict[str, str], process: Process,
-          terminal: int | None = None, seccomp: tuple[bytes, int] | None = None) -> int:
+          terminal: int | None = None, seccomp: tuple[bytes, int] | None = None, *,
+          init_may_hold_filter: bool = False) -> int:
     """Start the workload and return its pid once the exec has succeeded. With ``terminal``
     (a pty's slave side) it leads a new session with that terminal as its controlling
-    terminal and standard streams; without, it leads a new process group.
+    terminal and standard streams; without, it leads a new process group. The working
+    directory is init's own (see ``enter_workdir``). ``seccomp``: a compiled filter and its
+    flags; ``init_may_hold_filter``: it allows everything init does once the workload runs
+    (pyctr's default profile does), so init may install it on itself.
 
-    A fork, not posix_spawn: between the fork and the exec the child becomes what the spec's
-    ``process`` says (rlimits, OOM score, groups and ids, umask), which posix_spawn cannot
-    do. The child reports a failure of any of it, or of the exec, on a close-on-exec pipe; an
-    end of file with nothing on it means the exec succeeded. The working directory is init's
-    own (see ``enter_workdir``). ``seccomp``: a compiled filter and its flags, installed in the
-    child (see ``_process_steps``).
+    Two ways, one result. When init itself can become what the workload inherits
+    (``_spawnable``: a root workload, capabilities as docker gives them, no rlimits, no OOM
+    score, a filter init may hold), init narrows itself and posix_spawn starts the workload:
+    the C library's vfork copies no memory, where a fork of a Python process copies every
+    page the child touches before its exec. Otherwise a fork, whose child becomes what the
+    spec's ``process`` says (rlimits, OOM score, groups and ids, capabilities, umask) before
+    its exec; it reports a failure of any of it, or of the exec, on a close-on-exec pipe, and
+    an end of file with nothing on it means the exec succeeded.
     """
+    if _spawnable(process, seccomp, init_may_hold_filter):
+        return _spawn(path, argv, env, process, terminal, seccomp)
     report_read, report_write = os.pipe2(os.O_CLOEXEC)
     steps = _process_steps(process, seccomp)
     pid = os.fork()
@@ -184,6 +194,66 @@ def start(path: str, argv: list[str], env: dict[str, str], process: Process,
     os.waitpid(pid, 0)
     code, error, message = report.decode("utf-8", "replace").split("\0", 2)
     raise WorkloadError(int(code), error, message)
+
+
+def _spawnable(process: Process, seccomp: tuple[bytes, int] | None,
+               init_may_hold_filter: bool) -> bool:
+    """Whether init can take on, for itself, all that the workload must start with, so that
+    the workload needs nothing but an exec (see ``_spawn``)."""
+    if seccomp is not None and not init_may_hold_filter:
+        return False
+    user = process.user
+    if user.uid != 0 or process.rlimits or process.oom_score_adj is not None \
+            or os.getresuid() != (0, 0, 0) or os.getresgid() != (user.gid,) * 3 \
+            or os.getgroups() != user.additional_gids:
+        return False
+    caps = process.capabilities
+    if caps is None:
+        return True
+    # An exec by uid 0 gives permitted = effective = bounding | inheritable (capabilities(7),
+    # "root"): the spec's sets must be exactly that, with nothing ambient.
+    bounding = set(caps.bounding)
+    return (not caps.ambient and bounding == set(caps.permitted) == set(caps.effective)
+            and bounding.issuperset(caps.inheritable))
+
+
+def _spawn(path: str, argv: list[str], env: dict[str, str], process: Process,
+           terminal: int | None, seccomp: tuple[bytes, int] | None) -> int:
+    """Start the workload with posix_spawn from an init that has become what the workload
+    inherits: the bounding and inheritable sets (init keeps its own permitted and effective
+    sets, which no exec of its own will ever use), no_new_privs and the seccomp filter, all
+    of which only take from init what it no longer needs. Raises WorkloadError."""
+    caps = process.capabilities
+    steps: list[tuple[str, Callable[..., object], tuple[object, ...]]] = []
+    if caps is not None:
+        kept = {CAPABILITIES[name] for name in caps.bounding}
+        effective, permitted = capability_masks()
+        steps += [("drop capabilities from the bounding set", drop_bounding,
+                   ([number for number in range(last_capability() + 1)
+                     if number not in kept],)),
+                  ("set inheritable capabilities", set_capabilities,
+                   (effective, permitted, _mask(caps.inheritable)))]
+    if process.no_new_privileges:
+        steps.append(("set no_new_privs", set_no_new_privileges, ()))
+    if seccomp is not None:
+        steps.append(("install the seccomp filter", install_filter, seccomp))
+    for what, call, args in steps:
+        try:
+            call(*args)
+        except OSError as exc:
+            raise WorkloadError(EXIT_SETUP_FAILED, "process.setup_failed",
+                                f"cannot {what} for the workload: {exc.strerror}") from None
+    os.umask(0o022 if process.user.umask is None else process.user.umask)
+    try:
+        # Opened by name by the new session's leader, the terminal becomes its controlling
+        # terminal.
+        return spawn(os.fsencode(path), [os.fsencode(arg) for arg in argv],
+                     [os.fsencode(f"{name}={value}") for name, value in env.items()],
+                     terminal=None if terminal is None else os.fsencode(os.ttyname(terminal)))
+    except OSError as exc:
+        code = EXIT_NOT_FOUND if exc.errno == errno_codes.ENOENT else EXIT_CANNOT_EXECUTE
+        raise WorkloadError(code, "command.exec_failed",
+                            f"exec {path}: {exc.strerror}") from None
 
 
 def _report(fd: int, code: int, error: str, message: str) -> None:

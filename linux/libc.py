@@ -85,6 +85,9 @@ def _bind(name: str, result: type, arguments: tuple[type, ...] | None) -> Callab
     return function
 
 
+bind = _bind
+"""For the modules that bind more of the C library the same way (``spawn``)."""
+
 mount: Callable[[bytes | None, bytes, bytes | None, int, bytes | None], int] = _bind(
     "mount", _Int, (_String, _String, _String, _ULong, _String))
 umount2: Callable[[bytes, int], int] = _bind("umount2", _Int, (_String, _Int))

@@ -558,6 +558,17 @@ def held_capabilities() -> list[str]:
     return []
 
 
+def capability_masks() -> tuple[int, int]:
+    """This process's effective and permitted sets, as bit masks by capability number."""
+    masks = {b"CapEff:": 0, b"CapPrm:": 0}
+    with open("/proc/self/status", "rb") as file:
+        for line in file:
+            key = line[:7]
+            if key in masks:
+                masks[key] = int(line.split()[1], 16)
+    return masks[b"CapEff:"], masks[b"CapPrm:"]
+
+
 def last_capability() -> int:
     """The highest capability this kernel knows."""
     try:

@@ -41,7 +41,7 @@ if TYPE_CHECKING:
 
     from .codec import Value
 
-PROTOCOL_VERSION = 8
+PROTOCOL_VERSION = 9
 EXIT_SETUP_FAILED = 125
 """pyctr could not run the container (the CLI's status, as docker's)."""
 EXIT_CANNOT_EXECUTE = 126
@@ -179,40 +179,49 @@ def check_hello(hello: Hello, peer: str) -> None:
 
 class Config(Message):
     """What init must build and run. ``spec`` is the container as a runtime-spec document
-    (``pyctr.spec.Spec.to_value``), already checked by the supervisor, or empty when the init
-    is a fork of the supervisor and has the checked spec in memory; ``rootfs`` is its root as
-    an absolute host path. ``chroot``: change root with chroot(2), not pivot_root(2).
-    ``signal_group``: relay signals to the workload's whole process group (else to its main
-    process only). ``log_level``: the least severe of init's log events the supervisor will
-    show; init does not send the others (each costs an encode and a send on the way to the
-    exec). ``seccomp``: the workload's seccomp filter, compiled by the supervisor (classic BPF,
-    in hex: the codec carries no raw bytes), or empty for none; ``seccomp_flags``: seccomp(2)'s
-    flags for it. ``nodev``: no device filter could be set up on this host, so every mount
-    but ``/dev``, the root included, is made nodev. ``cgroups``: the container's cgroup
-    directories (host paths): when there are any, init waits for CgroupJoined before it
-    starts the workload. ``stop_signal``, ``stop_timeout_ms``: what init does with the
-    processes still running when the workload's main process has exited: the signal, then
-    SIGKILL after that many milliseconds. ``overlay_upper``, ``overlay_work``: host
-    directories (made by the supervisor) for an overlayfs root whose read-only lower layer
-    is ``rootfs``; both empty for the rootfs itself as the root. ``start_fifo``: a FIFO on
-    the host (the OCI runtime's ``create``/``start``): once set up, init sends Created and
-    waits until a byte arrives on it before it starts the workload. ``detached``: no
-    supervisor stays (the OCI runtime's ``create`` exits): no parent-death signal, and init
-    sends nothing after Created."""
+    (``pyctr.spec.Spec.to_value``), already checked by the supervisor, as JSON text, or empty
+    when the init is a fork of the supervisor and has the checked spec in memory. JSON, not
+    this codec's values: a spec is a few hundred strings, which the json module's C code
+    writes and reads many times faster than this pure-Python codec, and the direction is the
+    trusted one (from the supervisor); the supervisor never decodes JSON from init, and
+    ``json`` is imported only where a spec is read, never on the CLI's way to the fork.
+    ``rootfs`` is its root as an absolute host path. ``chroot``: change root with chroot(2),
+    not pivot_root(2). ``signal_group``: relay signals to the workload's whole process group
+    (else to its main process only). ``log_level``: the least severe of init's log events
+    the supervisor will show; init does not send the others (each costs an encode and a send
+    on the way to the exec). ``seccomp``: the workload's seccomp filter, compiled by the
+    supervisor (classic BPF, in hex: the codec carries no raw bytes), or empty for none;
+    ``seccomp_flags``: seccomp(2)'s flags for it; ``seccomp_fits_init``: the filter allows
+    everything init does once the workload runs (it is pyctr's default profile), so init may
+    install it on itself and start the workload with posix_spawn (see
+    ``pyctr.init.workload.start``). ``nodev``: no device filter could be set up on this
+    host, so every mount but ``/dev``, the root included, is made nodev. ``cgroups``: the
+    container's cgroup directories (host paths): when there are any, init waits for
+    CgroupJoined before it starts the workload. ``stop_signal``, ``stop_timeout_ms``: what
+    init does with the processes still running when the workload's main process has exited:
+    the signal, then SIGKILL after that many milliseconds. ``overlay_upper``,
+    ``overlay_work``: host directories (made by the supervisor) for an overlayfs root whose
+    read-only lower layer is ``rootfs``; both empty for the rootfs itself as the root.
+    ``start_fifo``: a FIFO on the host (the OCI runtime's ``create``/``start``): once set
+    up, init sends Created and waits until a byte arrives on it before it starts the
+    workload. ``detached``: no supervisor stays (the OCI runtime's ``create`` exits): no
+    parent-death signal, and init sends nothing after Created."""
 
     __slots__ = ("cgroups", "chroot", "container", "detached", "log_level", "nodev",
-                 "overlay_upper", "overlay_work", "rootfs", "seccomp", "seccomp_flags",
-                 "signal_group", "spec", "start_fifo", "stop_signal", "stop_timeout_ms")
+                 "overlay_upper", "overlay_work", "rootfs", "seccomp", "seccomp_fits_init",
+                 "seccomp_flags", "signal_group", "spec", "start_fifo", "stop_signal",
+                 "stop_timeout_ms")
     TYPE = "config"
     FIELDS = (
         ("container", "str"),
         ("rootfs", "str"),
-        ("spec", "{any}"),
+        ("spec", "str"),
         ("chroot", "bool"),
         ("signal_group", "bool"),
         ("log_level", "str"),
         ("seccomp", "str"),
         ("seccomp_flags", "int"),
+        ("seccomp_fits_init", "bool"),
         ("nodev", "bool"),
         ("cgroups", "[str]"),
         ("stop_signal", "int"),
@@ -223,10 +232,11 @@ class Config(Message):
         ("detached", "bool"),
     )
 
-    def __init__(self, container: str, rootfs: str, spec: dict[str, Value], *,
+    def __init__(self, container: str, rootfs: str, spec: str, *,
                  chroot: bool = False, signal_group: bool = True,
                  log_level: str = "debug", seccomp: str = "", seccomp_flags: int = 0,
-                 nodev: bool = False, cgroups: list[str] | None = None,
+                 seccomp_fits_init: bool = False, nodev: bool = False,
+                 cgroups: list[str] | None = None,
                  stop_signal: int = 15, stop_timeout_ms: int = 10_000,
                  overlay_upper: str = "", overlay_work: str = "", start_fifo: str = "",
                  detached: bool = False) -> None:
@@ -238,6 +248,7 @@ class Config(Message):
         self.log_level = log_level
         self.seccomp = seccomp
         self.seccomp_flags = seccomp_flags
+        self.seccomp_fits_init = seccomp_fits_init
         self.nodev = nodev
         self.cgroups = list(cgroups or [])
         self.stop_signal = stop_signal

@@ -83,14 +83,13 @@ async def run(
     level = _shown_level()
     keep_primed()  # the init's move into its cgroup need not wait for the kernel
     ensure_template()  # here, on the event loop's thread: see its docstring
-    # Both wait for the kernel (the template's clone, the move into the cgroup: milliseconds
+    # It waits for the kernel (the template's clone, the move into the cgroup: milliseconds
     # on cgroup v1), so on a thread, not on the event loop; shielded, because an init that
     # was started must reach ``supervise``, which stops it when the caller cancels.
     with trio.CancelScope(shield=True):
         init = await trio.to_thread.run_sync(functools.partial(
             spawn_init, config, rootfs, fork=False, collect=collect,
-            stdin=stdin is not None, log_level=level, join=False))
-        await trio.to_thread.run_sync(init.join_cgroup)
+            stdin=stdin is not None, log_level=level))
     result = await supervise(init, config, forward_signals="trio" if forward_signals else None,
                              collect_output=collect, stdin=stdin, task_status=task_status)
     if check:

@@ -78,8 +78,8 @@ class ContainerConfig:
 
     __slots__ = ("_docker", "_given_spec", "bundle", "capture_output", "chroot", "device_rules",
                  "interactive", "name", "network", "overlay", "overlay_upper", "rootfs",
-                 "seccomp_filter", "signal_group", "spec", "stop_signal", "stop_timeout",
-                 "timeout")
+                 "seccomp_filter", "seccomp_fits_init", "signal_group", "spec", "stop_signal",
+                 "stop_timeout", "timeout")
 
     def __init__(
         self,
@@ -156,6 +156,8 @@ class ContainerConfig:
         """The devices the container may use, for its cgroup; set by ``check``."""
         self.seccomp_filter: tuple[bytes, int] | None = None
         """The workload's compiled seccomp filter and its flags; set by ``check``."""
+        self.seccomp_fits_init = False
+        """Whether init may hold the workload's filter too (see Config); set by ``check``."""
         self.chroot = chroot
         self.stop_signal = stop_signal
         self.stop_timeout = stop_timeout
@@ -283,8 +285,10 @@ class ContainerConfig:
             raise PyctrError(str(exc), error="config.invalid") from None
         self.network.apply(spec)
         self.seccomp_filter = None
+        self.seccomp_fits_init = False
         if spec.linux.seccomp is not None:
             self.seccomp_filter = _compile_seccomp(spec.linux.seccomp)
+            self.seccomp_fits_init = _is_default_profile(spec)
         if self.overlay:
             from .overlay import check_layer_path, check_upper
 
@@ -310,8 +314,10 @@ class ContainerConfig:
         from pyctr.protocol import Config
 
         assert self.spec is not None, "check() builds the spec"
-        spec: dict[str, Value] = {}
+        text = ""
         if not inherited:
+            import json
+
             spec = self.spec.to_value()
             linux = spec.get("linux")
             if isinstance(linux, dict):
@@ -323,10 +329,13 @@ class ContainerConfig:
                 process = spec["process"]
                 assert isinstance(process, dict)
                 process["consoleSize"] = {"height": rows, "width": columns}
+            # ASCII escapes: lone surrogates (undecodable argv and environment bytes) survive.
+            text = json.dumps(spec, separators=(",", ":"))
         program, flags = self.seccomp_filter or (b"", 0)
-        return Config(container=self.name, rootfs=rootfs, spec=spec, chroot=self.chroot,
+        return Config(container=self.name, rootfs=rootfs, spec=text, chroot=self.chroot,
                       signal_group=self.signal_group, log_level=log_level,
-                      seccomp=program.hex(), seccomp_flags=flags, nodev=nodev,
+                      seccomp=program.hex(), seccomp_flags=flags,
+                      seccomp_fits_init=self.seccomp_fits_init, nodev=nodev,
                       cgroups=list(cgroups or []), stop_signal=self.first_stop_signal,
                       stop_timeout_ms=round(self.stop_timeout * 1000),
                       overlay_upper=overlay[0], overlay_work=overlay[1],
@@ -349,6 +358,15 @@ def _compile_seccomp(value: Value) -> tuple[bytes, int]:
         raise PyctrError(f"linux.seccomp.flags: unknown flag {exc.path!r}",
                          error="config.invalid") from None
     return compile_filter(value), flags
+
+
+def _is_default_profile(spec: Spec) -> bool:
+    """Whether the spec's ``linux.seccomp`` is pyctr's default for its capabilities, which
+    allows all that init does once the workload runs."""
+    from pyctr.spec.seccomp import is_default_linux_seccomp
+
+    caps = spec.process.capabilities
+    return caps is not None and is_default_linux_seccomp(spec.linux.seccomp, caps.bounding)
 
 
 def _check_rootfs(path: str) -> str:

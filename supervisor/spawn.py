@@ -173,12 +173,11 @@ class InitProcess:
 
 def spawn_init(config: ContainerConfig, rootfs: str, *, fork: bool,
                window: tuple[int, int] = (0, 0), collect: tuple[str, ...] = (),
-               stdin: bool = False, log_level: str = "debug", started: int = -1,
-               join: bool = True) -> InitProcess:
+               stdin: bool = False, log_level: str = "debug",
+               started: int = -1) -> InitProcess:
     """Start the init for the checked ``config`` and send it (see ``start_init`` and
-    ``InitProcess.send_config``), then, with ``join``, move it into its cgroup
-    (``InitProcess.join_cgroup``, which blocks for milliseconds: an event loop calls it on
-    a thread instead)."""
+    ``InitProcess.send_config``), then move it into its cgroup (``InitProcess.join_cgroup``).
+    It blocks for milliseconds: an event loop calls it on a thread."""
     spec = config.spec
     if spec is not None and spec.process.terminal and spec.process.console_size is None \
             and window[0] > 0 and window[1] > 0:
@@ -189,8 +188,7 @@ def spawn_init(config: ContainerConfig, rootfs: str, *, fork: bool,
     except BaseException:
         init.abort()
         raise
-    if join:
-        init.join_cgroup()
+    init.join_cgroup()
     return init
 
 
@@ -228,8 +226,13 @@ def start_init(config: ContainerConfig, *, fork: bool, collect: tuple[str, ...] 
     cgroup: ContainerCgroup | None = None
     layer: OverlayLayer | None = None
     network: ContainerNetwork | None = None
+    request: tuple[_Template, int] | None = None
     try:
         spec = config.spec
+        if not fork:
+            # Asked first: the template clones the init, and the init starts up, while the
+            # cgroup is made here.
+            request = _request_from_template(theirs, stdio)
         cgroup = _container_cgroup(config)
         if config.overlay:  # after the cgroup, which refuses a name that is in use
             from .overlay import create_layer
@@ -242,9 +245,14 @@ def start_init(config: ContainerConfig, *, fork: bool, collect: tuple[str, ...] 
             # and the files made here.
             network = open_network(config.network, spec, config.name, config.rootfs,
                                    overlay=config.overlay)
-        pid = _start_in_new_pid_namespace(ours, theirs, stdio, fork=fork, started=started,
-                                          spec=spec)
+        if request is None:
+            pid = _start_in_new_pid_namespace(ours, theirs, stdio, started=started, spec=spec)
+        else:
+            asked, request = request, None  # answered (or failed) here, once
+            pid = _template_answer(asked)
     except BaseException:
+        if request is not None:
+            _discard_template_init(request)
         ours.close()
         for fd in [*readers.values(), *([] if feeder is None else [feeder])]:
             os.close(fd)
@@ -271,7 +279,7 @@ def start_detached_init(config: ContainerConfig, keep_fds: int = 0) -> InitProce
     cgroup: ContainerCgroup | None = None
     try:
         cgroup = _container_cgroup(config)
-        pid = _start_in_new_pid_namespace(ours, theirs, stdio, fork=True, started=-1,
+        pid = _start_in_new_pid_namespace(ours, theirs, stdio, started=-1,
                                           spec=config.spec, keep_fds=keep_fds)
     except BaseException:
         ours.close()
@@ -339,12 +347,10 @@ def _output_pipe() -> tuple[int, int]:
 
 
 def _start_in_new_pid_namespace(ours: socket.socket, theirs: socket.socket,
-                                stdio: dict[int, int], *, fork: bool, started: int,
+                                stdio: dict[int, int], *, started: int,
                                 spec: Spec | None, keep_fds: int = 0) -> int:
-    """Start the init as PID 1 of a new PID namespace, with ``stdio`` (target fd -> source)
+    """Fork the init as PID 1 of a new PID namespace, with ``stdio`` (target fd -> source)
     replacing the standard streams it would otherwise share with us."""
-    if not fork:
-        return _start_from_template(theirs, stdio)
     own_namespace = os.open("/proc/self/ns/pid", os.O_RDONLY | os.O_CLOEXEC)
     try:
         try:
@@ -377,7 +383,6 @@ class _Template:
 
     def __init__(self) -> None:
         self.owner = os.getpid()
-        self.lock = _thread.allocate_lock()
         ours, theirs = socket.socketpair(socket.AF_UNIX,
                                          socket.SOCK_SEQPACKET | socket.SOCK_CLOEXEC)
         devnull = os.open(os.devnull, os.O_RDWR | os.O_CLOEXEC)
@@ -395,19 +400,20 @@ class _Template:
             os.close(devnull)
         self.sock = ours
 
-    def start(self, init_end: int, stdio: list[int]) -> int:
-        """A new init on ``init_end`` with ``stdio`` as its fds 0-2; its pid. Raises
-        OSError."""
-        fds = struct.pack(f"{1 + len(stdio)}i", init_end, *stdio)
-        with self.lock:
+    def request(self, init_end: int, stdio: list[int]) -> int:
+        """Ask for a new init on ``init_end`` with ``stdio`` as its fds 0-2; return the
+        descriptor its answer will come on (``_template_answer``). Raises OSError. Needs no
+        lock: each request is one message, and each has its own answer."""
+        answer, answer_end = os.pipe2(os.O_CLOEXEC)
+        fds = struct.pack(f"{2 + len(stdio)}i", init_end, *stdio, answer_end)
+        try:
             self.sock.sendmsg([b"start"], [(socket.SOL_SOCKET, socket.SCM_RIGHTS, fds)])
-            reply = self.sock.recv(16)
-        if len(reply) != 4:
-            raise ConnectionResetError(errno.ECONNRESET, "the init template has gone")
-        pid = int.from_bytes(reply, sys.byteorder, signed=True)
-        if pid < 0:
-            raise OSError(-pid, os.strerror(-pid))
-        return pid
+        except BaseException:
+            os.close(answer)
+            raise
+        finally:
+            os.close(answer_end)
+        return answer
 
     def close(self) -> None:
         """End the template (it exits when its socket closes) and reap it."""
@@ -435,20 +441,59 @@ def ensure_template() -> None:
             _template = _Template()
 
 
-def _start_from_template(theirs: socket.socket, stdio: dict[int, int]) -> int:
-    global _template
+def _request_from_template(theirs: socket.socket,
+                           stdio: dict[int, int]) -> tuple[_Template, int]:
+    """Ask the library's template for an init on ``theirs``: the template and the
+    descriptor its answer comes on (``_Template.request``)."""
     ensure_template()
     template = _template
     assert template is not None
     try:
-        return template.start(theirs.fileno(), [stdio.get(target, target)
-                                                for target in (0, 1, 2)])
+        return template, template.request(theirs.fileno(), [stdio.get(target, target)
+                                                            for target in (0, 1, 2)])
     except (BrokenPipeError, ConnectionError):
-        with _template_lock:
-            if _template is template:  # it died (killed?): the next container starts another
-                template.close()
-                _template = None
+        _forget_template(template)
         raise
+
+
+def _template_answer(request: tuple[_Template, int]) -> int:
+    """The pid of the init a request (``_request_from_template``) made; closes its answer
+    descriptor. Raises OSError when the template could not start it or has gone."""
+    template, answer = request
+    try:
+        data = os.read(answer, 4)
+    finally:
+        os.close(answer)
+    if len(data) != 4:  # closed unanswered: the template died, or refused the request
+        _forget_template(template)
+        raise ConnectionResetError(errno.ECONNRESET, "the init template has gone")
+    pid = int.from_bytes(data, sys.byteorder, signed=True)
+    if pid < 0:
+        raise OSError(-pid, os.strerror(-pid))
+    return pid
+
+
+def _discard_template_init(request: tuple[_Template, int]) -> None:
+    """Wait for a request's answer and kill and reap the init it made (our child), if any:
+    what the init was for has failed."""
+    try:
+        pid = _template_answer(request)
+    except OSError:
+        return
+    try:
+        os.kill(pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+    os.waitpid(pid, 0)
+
+
+def _forget_template(template: _Template) -> None:
+    """A template that has died (killed?): the next container starts another."""
+    global _template
+    with _template_lock:
+        if _template is template:
+            template.close()
+            _template = None
 
 
 def template_pid() -> int | None:

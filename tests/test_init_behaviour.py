@@ -144,3 +144,58 @@ def test_init_closes_the_started_pipe_once_the_workload_runs(rootfs: Path) -> No
     # before the kernel renames the process.
     assert found == {"closed": True, "eof": True, "init_alive": True, "children": 1,
                      "workload": "sleep"}, found
+
+
+# -- How the init starts the workload -------------------------------------------------------
+#
+# posix_spawn, from an init that took on the workload's bounding set, no_new_privs and
+# seccomp filter, when that is all the workload needs (docker's default); a fork whose child
+# sets everything up otherwise. Both must give the workload the same process.
+
+WORKLOAD_STATUS = "^(Cap(Inh|Prm|Eff|Bnd|Amb)|NoNewPrivs|Seccomp):"
+
+
+def status_fields(text: str) -> dict[str, str]:
+    return dict(line.split(":\t", 1) for line in text.splitlines() if ":\t" in line)
+
+
+def test_both_ways_of_starting_the_workload_give_it_the_same_process(pyctr) -> None:
+    command = ("/bin/sh", "-c", f"grep -E '{WORKLOAD_STATUS}' /proc/self/status; "
+                                f"echo init; grep -E '{WORKLOAD_STATUS}' /proc/1/status; "
+                                "ps -o pid,pgid,sid")
+    spawned = pyctr(*command)
+    # An rlimit is one thing posix_spawn cannot set: this one takes the fork.
+    forked = pyctr(*command, options=("--ulimit", "nofile=1000:1000"))
+    assert spawned.returncode == forked.returncode == 0, (spawned.stderr, forked.stderr)
+    spawned_workload, spawned_init = spawned.stdout.split("init\n")
+    forked_workload, forked_init = forked.stdout.split("init\n")
+    workload = status_fields(spawned_workload)
+    assert workload == status_fields(forked_workload)
+    assert workload["CapEff"] == workload["CapPrm"] == workload["CapBnd"] == "00000000a80425fb"
+    assert (workload["CapAmb"], workload["NoNewPrivs"], workload["Seccomp"]) == (
+        "0000000000000000", "1", "2")
+    # The spawning init took on the bounding set, no_new_privs and the filter; it keeps its
+    # own effective set. The forking init keeps everything.
+    init = status_fields(spawned_init)
+    assert (init["CapBnd"], init["NoNewPrivs"], init["Seccomp"]) == (
+        "00000000a80425fb", "1", "2")
+    assert int(init["CapEff"], 16) == int(status_fields(forked_init)["CapEff"], 16) > int(
+        workload["CapEff"], 16)
+    assert (status_fields(forked_init)["NoNewPrivs"], status_fields(forked_init)["Seccomp"]) \
+        == ("0", "0")
+    # Either way the workload leads its own process group in init's session (ps: pid 2).
+    for run in (spawned, forked):
+        rows = [line.split() for line in run.stdout.splitlines()[-3:]]
+        assert ["2", "2", "1"] in rows, run.stdout
+
+
+def test_an_exec_failure_after_spawning_is_126(pyctr, rootfs: Path, tmp_path: Path) -> None:
+    # Executable, no #! and not ELF: exec fails with ENOEXEC, which posix_spawn reports.
+    script = tmp_path / "noformat"
+    script.write_bytes(b"\x00\x01 not a program\n")
+    script.chmod(0o755)
+    run = pyctr("/mnt/noformat", options=("-v", f"{script}:/mnt/noformat:ro"))
+    assert run.returncode == 126, run.stderr
+    failed = run.record("container.failed")
+    assert failed["error"] == "command.exec_failed"
+    assert "Exec format error" in failed["message"]

@@ -3,6 +3,8 @@ the order of operations a spec turns into, checked without root."""
 
 from __future__ import annotations
 
+import json
+
 import pytest
 from fakes import RecordingSyscalls
 
@@ -244,7 +246,7 @@ def test_build_container_enters_namespaces_then_network_hostname_and_root() -> N
     channel = FakeChannel()
     spec = default_spec()
     spec.domainname = "example.org"
-    config = Config("c1", "/r", spec.to_value())
+    config = Config("c1", "/r", json.dumps(spec.to_value()))
     namespaces, _ = build_container(config, spec, sys, channel)  # type: ignore[arg-type]
     # No cgroups to wait for (``config.cgroups``): the cgroup namespace is made at once.
     assert sys.calls[0] == ("unshare", CLONE_NEWNS | CLONE_NEWUTS | CLONE_NEWIPC | CLONE_NEWNET
@@ -265,7 +267,7 @@ def test_namespaces_with_a_path_are_joined_before_the_rest_are_made() -> None:
     spec.linux.namespaces = [Namespace("pid"), Namespace("mount"),
                              Namespace("network", "/run/netns/x")]
     spec.hostname = None
-    build_container(Config("c1", "/r", {}), spec, sys, FakeChannel())  # type: ignore[arg-type]
+    build_container(Config("c1", "/r", ""), spec, sys, FakeChannel())  # type: ignore[arg-type]
     assert sys.calls[0] == ("setns", "/run/netns/x", CLONE_NEWNET)
     assert sys.calls[1] == ("unshare", CLONE_NEWNS)
     assert "link_up" not in sys.names()  # a joined network is set up already

@@ -3,6 +3,7 @@ protocol's own errors. Pure; needs no root."""
 
 from __future__ import annotations
 
+import json
 import struct
 
 import pytest
@@ -33,6 +34,7 @@ from pyctr.protocol import (
     encode,
 )
 from pyctr.protocol.codec import encode_value, frame
+from pyctr.supervisor import ContainerConfig
 
 texts = st.text(max_size=40)
 ints = st.integers(min_value=-(1 << 63), max_value=(1 << 63) - 1)
@@ -46,7 +48,7 @@ values = st.recursive(
 )
 messages = st.one_of(
     st.builds(Hello, ints),
-    st.builds(Config, texts, texts, st.dictionaries(texts, values, max_size=4),
+    st.builds(Config, texts, texts, texts,
               chroot=st.booleans(), signal_group=st.booleans(), log_level=texts,
               start_fifo=texts, detached=st.booleans(), overlay_upper=texts,
               overlay_work=texts),
@@ -102,10 +104,11 @@ def test_well_framed_payloads_of_any_shape_decode_or_raise_protocol_errors(value
 def test_non_utf8_command_lines_survive_the_trip() -> None:
     # Linux argv is bytes; Python hands undecodable bytes over as lone surrogates.
     argv = ["/bin/echo", b"caf\xe9".decode("utf-8", "surrogateescape")]
-    message = Config("c", "/r", {"process": {"args": argv, "env": ["K=\udcff"]}})
+    spec = ContainerConfig("/r", argv, env={"K": "\udcff"}).build_spec().to_value()
+    message = Config("c", "/r", json.dumps(spec))
     decoded = decode(encode(message))
     assert isinstance(decoded, Config)
-    process = decoded.spec["process"]
+    process = json.loads(decoded.spec)["process"]
     assert isinstance(process, dict) and isinstance(process["args"], list)
     assert str(process["args"][1]).encode("utf-8", "surrogateescape") == b"caf\xe9"
 

@@ -499,7 +499,7 @@ def test_init_gets_the_checked_spec_through_the_protocol(rootfs: Path) -> None:
                              user="root", tty=True)
     message = decode(encode(config.to_message(config.check(), rows=24, columns=80)))
     assert isinstance(message, Config)
-    spec = Spec.from_value(message.spec)
+    spec = Spec.from_value(json.loads(message.spec))
     assert (spec.hostname, spec.process.console_size) == ("t", (24, 80))
     assert [(r.type, r.soft, r.hard) for r in spec.process.rlimits] == [
         ("RLIMIT_NOFILE", RLIM_INFINITY, RLIM_INFINITY)]
