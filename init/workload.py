@@ -228,9 +228,9 @@ def _spawn(path: str, argv: list[str], env: dict[str, str], process: Process,
     if caps is not None:
         kept = {CAPABILITIES[name] for name in caps.bounding}
         effective, permitted = capability_masks()
+        last = last_capability()
         steps += [("drop capabilities from the bounding set", drop_bounding,
-                   ([number for number in range(last_capability() + 1)
-                     if number not in kept],)),
+                   ([number for number in range(last + 1) if number not in kept],)),
                   ("set inheritable capabilities", set_capabilities,
                    (effective, permitted, _mask(caps.inheritable)))]
     if process.no_new_privileges:
@@ -254,6 +254,9 @@ def _spawn(path: str, argv: list[str], env: dict[str, str], process: Process,
         code = EXIT_NOT_FOUND if exc.errno == errno_codes.ENOENT else EXIT_CANNOT_EXECUTE
         raise WorkloadError(code, "command.exec_failed",
                             f"exec {path}: {exc.strerror}") from None
+    except ValueError as exc:  # as the fork's child reports it
+        raise WorkloadError(EXIT_SETUP_FAILED, "workload.setup_failed",
+                            f"cannot start {path}: {exc}") from None
 
 
 def _report(fd: int, code: int, error: str, message: str) -> None:

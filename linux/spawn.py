@@ -61,7 +61,10 @@ def _address(buffer: bytearray) -> int:
 
 def _string_array(items: list[bytes]) -> tuple[bytearray, list[bytearray]]:
     """A NULL-terminated ``char *[]`` of ``items``, and the buffers it points into (to be
-    kept alive until the call returns)."""
+    kept alive until the call returns). Raises ValueError for an item holding a NUL, which
+    C would cut short there."""
+    if any(b"\0" in item for item in items):
+        raise ValueError("embedded null byte")
     strings = [bytearray(item + b"\0") for item in items]
     pointers = bytearray(struct.pack(f"{len(strings) + 1}P",
                                      *[_address(string) for string in strings], 0))
@@ -74,7 +77,9 @@ def spawn(path: bytes, argv: list[bytes], env: list[bytes], *, terminal: bytes |
     default disposition, none blocked; leading a new process group, or with ``terminal`` (a
     tty's path) a new session with that terminal opened as its controlling terminal and fds
     0-2. Returns the child's pid; raises OSError when the exec failed (glibc reports its
-    errno)."""
+    errno), ValueError for a NUL byte in a path, an argument or the environment."""
+    if b"\0" in path or (terminal is not None and b"\0" in terminal):
+        raise ValueError("embedded null byte")
     attributes = bytearray(_OBJECT_SIZE)
     actions = bytearray(_OBJECT_SIZE)
     attr, file_actions = _address(attributes), _address(actions)

@@ -11,6 +11,7 @@ import sys
 import time
 from pathlib import Path
 
+import trio
 from conftest import requires_root
 from helpers import CLI, Run
 
@@ -199,3 +200,52 @@ def test_an_exec_failure_after_spawning_is_126(pyctr, rootfs: Path, tmp_path: Pa
     failed = run.record("container.failed")
     assert failed["error"] == "command.exec_failed"
     assert "Exec format error" in failed["message"]
+
+
+def test_a_nul_in_an_argument_is_refused_either_way(rootfs: Path) -> None:
+    # C strings end at a NUL: the command must not run with its argument cut short.
+    from pyctr.supervisor import ContainerConfig
+    from pyctr.supervisor import run as run_container
+
+    async def both() -> list[tuple[int | None, str | None]]:
+        outcomes = []
+        for ulimits in ([], ["nofile=1000:1000"]):  # posix_spawn, then the fork
+            result = await run_container(
+                ContainerConfig(rootfs, ["/bin/echo", "cut\0here"], ulimits=ulimits),
+                capture_stdout=True)
+            assert result.stdout == b""
+            outcomes.append((result.exit_code, result.error))
+        return outcomes
+
+    assert trio.run(both) == [(125, "workload.setup_failed")] * 2
+
+
+def test_only_a_workload_init_can_become_is_spawned() -> None:
+    from pyctr.init.workload import _spawnable
+    from pyctr.spec.model import Capabilities, Process, Rlimit, User
+
+    names = ["CAP_CHOWN", "CAP_KILL"]
+
+    def process(**changes: object) -> Process:
+        fields: dict[str, object] = {
+            "user": User(0, os.getgid(), additional_gids=os.getgroups()),
+            "capabilities": Capabilities(names, names, names, names, [])}
+        fields.update(changes)
+        return Process(["/bin/true"], [], **fields)  # type: ignore[arg-type]
+
+    filter_ = (b"\0" * 8, 0)
+    assert _spawnable(process(), None, False)
+    assert _spawnable(process(), filter_, True)
+    assert _spawnable(process(capabilities=None), None, False)
+    assert _spawnable(process(capabilities=Capabilities(names, names, [], names, [])),
+                      None, False)  # nothing inheritable: still bounding = permitted
+    assert not _spawnable(process(), filter_, False)  # a filter init may not hold
+    assert not _spawnable(process(user=User(1000, os.getgid())), None, False)
+    assert not _spawnable(process(user=User(0, os.getgid() + 1)), None, False)
+    assert not _spawnable(process(rlimits=[Rlimit("RLIMIT_NOFILE", 10, 10)]), None, False)
+    assert not _spawnable(process(oom_score_adj=100), None, False)
+    for odd in (Capabilities(names, ["CAP_CHOWN"], names, names, []),  # effective narrower
+                Capabilities(names, names, names, ["CAP_KILL"], []),  # permitted narrower
+                Capabilities(["CAP_KILL"], names, names, names, []),  # bounding narrower
+                Capabilities(names, names, names, names, ["CAP_KILL"])):  # ambient
+        assert not _spawnable(process(capabilities=odd), None, False), odd
