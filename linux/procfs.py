@@ -71,8 +71,9 @@ def hierarchy_directory(mount: HostMount, path: str) -> str | None:
 
 
 def read_proc_file(path: str) -> str:
-    """The whole of a /proc file, read in one pass. fsdecode keeps bytes that are not UTF-8,
-    so mount(2) gets a path back intact."""
+    """The whole of a /proc (or /sys, cgroup) file, read in one pass: os.open and os.read,
+    where open() would also fstat, seek and ask whether the file is a terminal. fsdecode
+    keeps bytes that are not UTF-8, so mount(2) gets a path back intact."""
     fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
     try:
         chunks = []

@@ -16,6 +16,7 @@ import stat
 import struct
 
 from . import libc, socket
+from .procfs import read_proc_file
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -547,24 +548,11 @@ _CAPABILITY_VERSION_3 = 0x20080522
 _SYS_CAPSET = {"x86_64": 126, "aarch64": 91, "riscv64": 91, "ppc64le": 184, "s390x": 185}
 
 
-def _read(path: str) -> bytes:
-    """A small file's bytes, with two system calls and no io objects (open() would also
-    fstat, seek and ask whether it is a terminal)."""
-    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
-    try:
-        chunks = []
-        while chunk := os.read(fd, 65536):
-            chunks.append(chunk)
-    finally:
-        os.close(fd)
-    return b"".join(chunks)
-
-
-def _capability_fields(*names: bytes) -> list[int]:
-    """The masks /proc/self/status gives for ``names`` (``b"CapPrm"``, ...), in order."""
+def _capability_fields(*names: str) -> list[int]:
+    """The masks /proc/self/status gives for ``names`` (``"CapPrm"``, ...), in order."""
     found = {}
-    for line in _read("/proc/self/status").splitlines():
-        name, _, value = line.partition(b":")
+    for line in read_proc_file("/proc/self/status").splitlines():
+        name, _, value = line.partition(":")
         if name in names:
             found[name] = int(value, 16)
     return [found.get(name, 0) for name in names]
@@ -573,20 +561,20 @@ def _capability_fields(*names: bytes) -> list[int]:
 def held_capabilities() -> list[str]:
     """The names of the capabilities this process holds (its permitted set): all a container
     can be given, since nobody can grant more than they have."""
-    [held] = _capability_fields(b"CapPrm")
+    [held] = _capability_fields("CapPrm")
     return [name for name, number in CAPABILITIES.items() if held >> number & 1]
 
 
 def capability_masks() -> tuple[int, int]:
     """This process's effective and permitted sets, as bit masks by capability number."""
-    effective, permitted = _capability_fields(b"CapEff", b"CapPrm")
+    effective, permitted = _capability_fields("CapEff", "CapPrm")
     return effective, permitted
 
 
 def last_capability() -> int:
     """The highest capability this kernel knows."""
     try:
-        return int(_read("/proc/sys/kernel/cap_last_cap"))
+        return int(read_proc_file("/proc/sys/kernel/cap_last_cap"))
     except (OSError, ValueError):
         return max(CAPABILITIES.values())
 

@@ -201,15 +201,7 @@ class CgroupFiles:
         os.rmdir(path)
 
     def read(self, path: str) -> str:
-        # os.open and os.read: open() would also fstat, seek and ask whether it is a terminal.
-        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
-        try:
-            chunks = []
-            while chunk := os.read(fd, 65536):
-                chunks.append(chunk)
-        finally:
-            os.close(fd)
-        return b"".join(chunks).decode()
+        return read_proc_file(path)
 
     def exists(self, path: str) -> bool:
         return os.path.exists(path)
