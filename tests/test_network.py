@@ -54,7 +54,13 @@ class Server:
              "sh", "-c", SERVE, name], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
             text=True)
         assert self.process.stderr is not None
-        self.attached = _wait_for_event(self.process.stderr, "network.attached")
+        try:
+            self.attached = _wait_for_event(self.process.stderr, "network.attached")
+        except BaseException:
+            # The test fails here; the container must not outlive it (a log line that is
+            # not JSON left four of them running once).
+            self.stop()
+            raise
 
     def stop(self) -> int:
         self.process.send_signal(signal.SIGTERM)
