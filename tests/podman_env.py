@@ -73,6 +73,26 @@ def mounts_under(directory: Path) -> list[str]:
         return sorted(point for point in points if (point + "/").startswith(prefix))
 
 
+def processes_naming(directory: Path) -> list[str]:
+    """The processes whose command line names ``directory``: conmon, and the ``podman
+    container cleanup`` it starts when a container exits, after podman itself has returned
+    (which mounts the storage driver's home while it runs)."""
+    needle = os.fsencode(str(directory))
+    found = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit() or int(entry) == os.getpid():
+            continue
+        try:
+            with open(f"/proc/{entry}/cmdline", "rb") as file:
+                command = file.read()
+        except OSError:
+            continue  # gone meanwhile
+        if needle in command:
+            words = command.replace(b"\0", b" ").decode(errors="replace")
+            found.append(f"process {entry}: {words[:100]}")
+    return found
+
+
 def write_call_logger(directory: Path, runtime: str, log: Path) -> str:
     """A wrapper around ``runtime`` with the same file name (podman matches runtimes by it)
     that appends each call's argv, environment keys, open descriptors and working directory
@@ -188,8 +208,9 @@ runroot = "{self.runroot}"
         return found
 
     def leftovers(self, settle: float = 5) -> list[str]:
-        """What a test left behind: containers, mounts under the directory (the overlay
-        driver's private bind mount of its home too: it goes with the last layer mounted),
+        """What a test left behind: containers, conmon and its cleanup processes, mounts
+        under the directory (the overlay driver's private bind mount of its home too: it
+        goes with the last layer mounted, and comes back while a cleanup process runs),
         container cgroups. Waits up to ``settle`` seconds for them to go (conmon's cleanup
         runs after the container's exit)."""
         deadline = time.monotonic() + settle
@@ -199,6 +220,7 @@ runroot = "{self.runroot}"
             found += [f"container {name}" for name in listed.stdout.split()]
             if listed.returncode != 0:
                 found.append(f"podman ps failed: {listed.stderr}")
+            found += processes_naming(self.directory)
             found += [f"mount {point}" for point in mounts_under(self.directory)]
             found += [f"cgroup {path}" for path in self.own_cgroups()]
             if not found or time.monotonic() > deadline:
