@@ -44,6 +44,9 @@ if TYPE_CHECKING:
 
     from pyctr.spec.model import Process
 
+    _Steps = list[tuple[str, Callable[..., object], tuple[object, ...]]]
+    """What a process must do to become the workload: (what, call, arguments), in order."""
+
 # The workload starts with every signal at its default disposition (all but the two that
 # cannot change, 32 and 33 included) and none blocked.
 _DEFAULT_SIGNALS = tuple(sorted(frozenset(range(1, 65)) - {signal.SIGKILL, signal.SIGSTOP}))
@@ -224,7 +227,7 @@ def _spawn(path: str, argv: list[str], env: dict[str, str], process: Process,
     sets, which no exec of its own will ever use), no_new_privs and the seccomp filter, all
     of which only take from init what it no longer needs. Raises WorkloadError."""
     caps = process.capabilities
-    steps: list[tuple[str, Callable[..., object], tuple[object, ...]]] = []
+    steps: _Steps = []
     if caps is not None:
         kept = {CAPABILITIES[name] for name in caps.bounding}
         effective, permitted = capability_masks()
@@ -237,13 +240,7 @@ def _spawn(path: str, argv: list[str], env: dict[str, str], process: Process,
         steps.append(("set no_new_privs", set_no_new_privileges, ()))
     if seccomp is not None:
         steps.append(("install the seccomp filter", install_filter, seccomp))
-    for what, call, args in steps:
-        try:
-            call(*args)
-        except OSError as exc:
-            raise WorkloadError(EXIT_SETUP_FAILED, "process.setup_failed",
-                                f"cannot {what} for the workload: {exc.strerror}") from None
-    os.umask(0o022 if process.user.umask is None else process.user.umask)
+    _take(steps, process)
     try:
         # Opened by name by the new session's leader, the terminal becomes its controlling
         # terminal.
@@ -251,12 +248,28 @@ def _spawn(path: str, argv: list[str], env: dict[str, str], process: Process,
                      [os.fsencode(f"{name}={value}") for name, value in env.items()],
                      terminal=None if terminal is None else os.fsencode(os.ttyname(terminal)))
     except OSError as exc:
-        code = EXIT_NOT_FOUND if exc.errno == errno_codes.ENOENT else EXIT_CANNOT_EXECUTE
-        raise WorkloadError(code, "command.exec_failed",
-                            f"exec {path}: {exc.strerror}") from None
+        raise _exec_failed(path, exc) from None
     except ValueError as exc:  # as the fork's child reports it
         raise WorkloadError(EXIT_SETUP_FAILED, "workload.setup_failed",
                             f"cannot start {path}: {exc}") from None
+
+
+def _take(steps: _Steps, process: Process) -> None:
+    """Make each of ``steps`` (what, call, arguments) on this process, then the umask.
+    Raises WorkloadError naming the step that failed."""
+    for what, call, args in steps:
+        try:
+            call(*args)
+        except OSError as exc:
+            raise WorkloadError(EXIT_SETUP_FAILED, "process.setup_failed",
+                                f"cannot {what} for the workload: {exc.strerror}") from None
+    os.umask(0o022 if process.user.umask is None else process.user.umask)
+
+
+def _exec_failed(path: str, exc: OSError) -> WorkloadError:
+    """How an exec that failed is reported (docker's 127 for a missing file, else 126)."""
+    code = EXIT_NOT_FOUND if exc.errno == errno_codes.ENOENT else EXIT_CANNOT_EXECUTE
+    return WorkloadError(code, "command.exec_failed", f"exec {path}: {exc.strerror}")
 
 
 def _report(fd: int, code: int, error: str, message: str) -> None:
@@ -267,7 +280,7 @@ def _report(fd: int, code: int, error: str, message: str) -> None:
 
 
 def _process_steps(process: Process, seccomp: tuple[bytes, int] | None = None,
-                   ) -> list[tuple[str, Callable[..., object], tuple[object, ...]]]:
+                   ) -> _Steps:
     """What the child must do to become ``process``, in the order runc and crun use (what
     needs privilege before the ids change), decided here in the parent and without the calls
     that would change nothing: in the child every line of Python costs pages copied from
@@ -276,7 +289,7 @@ def _process_steps(process: Process, seccomp: tuple[bytes, int] | None = None,
     The seccomp filter comes last, after no_new_privs, so that it need allow only the exec;
     without no_new_privs the kernel takes a filter only from a holder of CAP_SYS_ADMIN, so it
     comes first, and must then allow the calls that change ids and capabilities too."""
-    steps: list[tuple[str, Callable[..., object], tuple[object, ...]]] = []
+    steps: _Steps = []
     if seccomp is not None and not process.no_new_privileges:
         steps.append(("install the seccomp filter", install_filter, seccomp))
     if process.oom_score_adj is not None:
@@ -325,7 +338,7 @@ def _mask(names: list[str]) -> int:
 
 def _become_workload(path: str, argv: list[str], env: dict[str, str], process: Process,
                      terminal: int | None,
-                     steps: list[tuple[str, Callable[..., object], tuple[object, ...]]]) -> None:
+                     steps: _Steps) -> None:
     """In the child: the process group or session, the ``steps``, the umask and the signal
     mask (init reset every disposition at its start: see ``reset_ignored_signals``), then
     exec."""
@@ -339,20 +352,12 @@ def _become_workload(path: str, argv: list[str], env: dict[str, str], process: P
             os.dup2(slave, target)
         if slave > 2:
             os.close(slave)
-    for what, call, args in steps:
-        try:
-            call(*args)
-        except OSError as exc:
-            raise WorkloadError(EXIT_SETUP_FAILED, "process.setup_failed",
-                                f"cannot {what} for the workload: {exc.strerror}") from None
-    os.umask(0o022 if process.user.umask is None else process.user.umask)
+    _take(steps, process)
     signal.pthread_sigmask(signal.SIG_SETMASK, ())
     try:
         os.execve(path, argv, env)
     except OSError as exc:
-        code = EXIT_NOT_FOUND if exc.errno == errno_codes.ENOENT else EXIT_CANNOT_EXECUTE
-        raise WorkloadError(code, "command.exec_failed",
-                            f"exec {path}: {exc.strerror}") from None
+        raise _exec_failed(path, exc) from None
 
 
 def reset_ignored_signals() -> None:
